@@ -1,0 +1,250 @@
+"""HF safetensors <-> Flax NNX OLMo3, streamed tensor by tensor.
+
+One explicit name table (`param_table`) maps every HF tensor to one of our params with a pair
+of transforms. Loading reads one tensor at a time with `safe_open`, checks it (shape, finite),
+transforms and casts it, and `device_put`s it straight into its target sharding, so host memory
+never holds a second copy of the model. Unmatched keys fail in both directions.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from typing import Callable, Iterator, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save_file
+
+from models import sharding as sharding_lib
+from models.olmo3 import Olmo3, Olmo3Config, abstract_model, as_dtype, dtype_name
+
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+
+
+class CheckpointError(ValueError):
+  """A HF checkpoint that cannot be converted; the message names the file and tensor."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamRule:
+  hf_key: str
+  path: tuple  # path of the nnx Variable in our model's state
+  hf_shape: tuple[int, ...]
+  to_flax: Callable[[np.ndarray], np.ndarray]
+  to_hf: Callable[[np.ndarray], np.ndarray]
+
+
+def param_table(config: Olmo3Config) -> list[ParamRule]:
+  """The HF <-> Flax name table with per-key transforms (HF linear weights are [out, in])."""
+  c = config
+  d, f, h, kv, hd = c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim
+  v, vp = c.vocab_size, c.padded_vocab_size
+
+  def pad_rows(x):  # [V, D] -> [Vp, D] zero rows past the true vocab
+    return np.concatenate([x, np.zeros((vp - v,) + x.shape[1:], x.dtype)]) if vp > v else x
+
+  def identity(x):
+    return x
+
+  rules = [
+      ParamRule("model.embed_tokens.weight", ("embedding",), (v, d), pad_rows, lambda x: x[:v]),
+      ParamRule("lm_head.weight", ("lm_head",), (v, d), lambda x: pad_rows(x).T, lambda x: x.T[:v]),
+      ParamRule("model.norm.weight", ("final_norm",), (d,), identity, identity),
+  ]
+
+  def column(n_out, heads):  # [heads*hd, D] <-> [D, heads, hd]
+    return (lambda x: x.T.reshape(d, heads, hd)), (lambda x: x.reshape(d, n_out).T)
+
+  for i in range(c.num_hidden_layers):
+    hf = f"model.layers.{i}."
+    ours = ("blocks", i)
+    q_in, q_out = column(h * hd, h)
+    k_in, k_out = column(kv * hd, kv)
+    rules += [
+        ParamRule(hf + "self_attn.q_proj.weight", ours + ("attn", "q_kernel"), (h * hd, d), q_in, q_out),
+        ParamRule(hf + "self_attn.k_proj.weight", ours + ("attn", "k_kernel"), (kv * hd, d), k_in, k_out),
+        ParamRule(hf + "self_attn.v_proj.weight", ours + ("attn", "v_kernel"), (kv * hd, d), k_in, k_out),
+        ParamRule(hf + "self_attn.o_proj.weight", ours + ("attn", "o_kernel"), (d, h * hd),
+                  lambda x: x.T.reshape(h, hd, d), lambda x: x.reshape(h * hd, d).T),
+        ParamRule(hf + "self_attn.q_norm.weight", ours + ("attn", "q_norm"), (h * hd,),
+                  lambda x: x.reshape(h, hd), lambda x: x.reshape(h * hd)),
+        ParamRule(hf + "self_attn.k_norm.weight", ours + ("attn", "k_norm"), (kv * hd,),
+                  lambda x: x.reshape(kv, hd), lambda x: x.reshape(kv * hd)),
+        ParamRule(hf + "mlp.gate_proj.weight", ours + ("mlp", "gate_kernel"), (f, d), np.transpose, np.transpose),
+        ParamRule(hf + "mlp.up_proj.weight", ours + ("mlp", "up_kernel"), (f, d), np.transpose, np.transpose),
+        ParamRule(hf + "mlp.down_proj.weight", ours + ("mlp", "down_kernel"), (d, f), np.transpose, np.transpose),
+        ParamRule(hf + "post_attention_layernorm.weight", ours + ("post_attention_norm",), (d,), identity, identity),
+        ParamRule(hf + "post_feedforward_layernorm.weight", ours + ("post_feedforward_norm",), (d,),
+                  identity, identity),
+    ]
+  return rules
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _tensor_files(path: str) -> dict[str, str]:
+  """HF key -> safetensors file, from the index (sharded) or the single file's header."""
+  index = os.path.join(path, INDEX_FILE)
+  if os.path.exists(index):
+    try:
+      with open(index) as f:
+        weight_map = json.load(f)["weight_map"]
+    except (json.JSONDecodeError, KeyError) as e:
+      raise CheckpointError(f"{index}: not a valid safetensors index ({e})") from None
+    files = {k: os.path.join(path, fname) for k, fname in weight_map.items()}
+    for fname in sorted(set(files.values())):
+      if not os.path.exists(fname):
+        raise CheckpointError(f"{index}: lists shard {os.path.basename(fname)}, which is missing")
+    return files
+  single = os.path.join(path, SINGLE_FILE)
+  if not os.path.exists(single):
+    raise CheckpointError(f"{path}: neither {INDEX_FILE} nor {SINGLE_FILE} found")
+  with _open(single) as f:
+    return {k: single for k in f.keys()}
+
+
+def _open(fname: str):
+  try:
+    return safe_open(fname, framework="np")
+  except (SafetensorError, OSError, ValueError) as e:
+    raise CheckpointError(f"{fname}: cannot read safetensors file ({e})") from None
+
+
+def _check_keys(files: Mapping[str, str], rules: list[ParamRule], path: str) -> None:
+  expected = {r.hf_key for r in rules}
+  missing = sorted(expected - set(files))
+  unexpected = sorted(set(files) - expected)
+  if missing:
+    raise CheckpointError(f"{path}: missing tensor(s) {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+  if unexpected:
+    raise CheckpointError(f"{path}: unexpected tensor(s) {unexpected[:5]}"
+                          f"{' ...' if len(unexpected) > 5 else ''} (in {os.path.basename(files[unexpected[0]])})")
+
+
+def _state_leaf(state: nnx.State, path: tuple):
+  node = state
+  for p in path:
+    node = node[p]
+  return node
+
+
+def load_hf(path: str | os.PathLike, *, dtype=jnp.float32, mesh: jax.sharding.Mesh | None = None,
+            compute_dtype=None, on_tensor: Callable[[int, int, str, int], None] | None = None) -> Olmo3:
+  """Loads a HF OLMo3 checkpoint dir (single-file or sharded) into an NNX `Olmo3`.
+
+  Params are cast to `dtype` and placed directly into their sharding on `mesh` (one device when
+  None). `on_tensor(i, n, hf_key, nbytes)` reports progress. Raises `CheckpointError` (a
+  ValueError) naming the file and tensor for truncated/corrupt files, missing shards, wrong
+  shapes, missing or unexpected tensors, and NaN/inf weights.
+  """
+  path = os.fspath(path)
+  dtype = as_dtype(dtype)
+  config = Olmo3Config.from_hf(path, param_dtype=dtype_name(dtype),
+                               dtype=dtype_name(as_dtype(compute_dtype or dtype)))
+  rules = param_table(config)
+  files = _tensor_files(path)
+  _check_keys(files, rules, path)
+  graphdef, abstract_state = nnx.split(abstract_model(config))
+  shardings = sharding_lib.param_shardings(abstract_state, mesh)
+  handles: dict[str, object] = {}
+  leaves: dict[tuple, jax.Array] = {}
+  try:
+    for i, rule in enumerate(rules):
+      fname = files[rule.hf_key]
+      if fname not in handles:
+        handles[fname] = _open(fname)
+      try:
+        array = handles[fname].get_tensor(rule.hf_key)
+      except Exception as e:  # safetensors raises several types on truncation
+        raise CheckpointError(f"{fname}: cannot read tensor {rule.hf_key} ({e})") from None
+      where = f"{os.path.basename(fname)}: tensor {rule.hf_key}"
+      if tuple(array.shape) != rule.hf_shape:
+        raise CheckpointError(f"{where} has shape {tuple(array.shape)}, expected {rule.hf_shape} "
+                              f"from config.json")
+      if not np.isfinite(array.astype(np.float32) if array.dtype.itemsize < 4 else array).all():
+        raise CheckpointError(f"{where} contains NaN or inf")
+      value = rule.to_flax(array).astype(dtype)
+      target = _state_leaf(shardings, rule.path)
+      leaves[rule.path] = jax.device_put(value, target)
+      del array, value
+      if on_tensor is not None:
+        on_tensor(i, len(rules), rule.hf_key, leaves[rule.path].nbytes)
+  finally:
+    handles.clear()
+
+  def fill(path, variable):
+    key = tuple(int(p) if isinstance(p, int) else p for p in path)
+    if key not in leaves:
+      raise CheckpointError(f"internal: no HF tensor mapped to param {'/'.join(map(str, key))}")
+    return variable.replace(leaves[key])
+  state = nnx.State.from_flat_path(
+      [(p, fill(p, v)) for p, v in nnx.to_flat_state(abstract_state)])
+  return nnx.merge(graphdef, state)
+
+
+def iter_hf_tensors(model: Olmo3) -> Iterator[tuple[str, np.ndarray]]:
+  """(HF key, numpy array in HF layout) for every tensor, one at a time."""
+  state = nnx.state(model)
+  for rule in param_table(model.config):
+    value = np.asarray(jax.device_get(_state_leaf(state, rule.path).get_value()))
+    yield rule.hf_key, np.ascontiguousarray(rule.to_hf(value))
+
+
+def save_hf(model: Olmo3, path: str | os.PathLike, *, max_shard_bytes: int = 2 * 1024 ** 3,
+            dtype=None) -> None:
+  """Writes a HF checkpoint dir (sharded safetensors + index + config.json) atomically."""
+  path = os.fspath(path)
+  if os.path.exists(path) and os.listdir(path):
+    raise FileExistsError(f"{path}: exists and is not empty")
+  parent = os.path.dirname(os.path.abspath(path))
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=parent)
+  try:
+    out_dtype = None if dtype is None else as_dtype(dtype)
+    shards: list[dict[str, np.ndarray]] = [{}]
+    size = 0
+    for key, array in iter_hf_tensors(model):
+      if out_dtype is not None:
+        array = array.astype(out_dtype)
+      if shards[-1] and size + array.nbytes > max_shard_bytes:
+        shards.append({})
+        size = 0
+      shards[-1][key] = array
+      size += array.nbytes
+    n = len(shards)
+    weight_map, total = {}, 0
+    for i, shard in enumerate(shards):
+      fname = f"model-{i + 1:05d}-of-{n:05d}.safetensors"
+      save_file(shard, os.path.join(tmp, fname), metadata={"format": "pt"})
+      for key, array in shard.items():
+        weight_map[key] = fname
+        total += array.nbytes
+    with open(os.path.join(tmp, INDEX_FILE), "w") as f:
+      json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+    config = model.config.to_hf()
+    if out_dtype is not None:
+      config["torch_dtype"] = config["dtype"] = dtype_name(out_dtype)
+    with open(os.path.join(tmp, "config.json"), "w") as f:
+      json.dump(config, f, indent=2)
+    if os.path.exists(path):
+      os.rmdir(path)
+    os.replace(tmp, path)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+
+
+def summarize(model: Olmo3) -> dict:
+  """Param count (HF layout) and bytes on device (padding included)."""
+  state = nnx.state(model, nnx.Param)
+  nbytes = sum(x.nbytes for x in jax.tree.leaves(state))
+  return {"params": model.config.num_params(), "bytes": int(nbytes)}
+

@@ -1,0 +1,604 @@
+"""OLMo3 decoder in Flax NNX, numerically matching `transformers.Olmo3ForCausalLM`.
+
+Architecture (see the HF `modeling_olmo3.py` and the OLMo-core 7B config):
+  * "reordered norm" blocks: h = x + RMSNorm(attn(x)); out = h + RMSNorm(mlp(h)); no input norm;
+  * QK-norm over the *full* projection width (all heads jointly), before the head split and RoPE;
+  * half-split (NeoX) RoPE; YaRN (with its attention factor on cos/sin) only on full-attention layers;
+  * sliding-window layers: query i sees keys j with i - W < j <= i;
+  * SwiGLU MLP, untied LM head, RMSNorm and softmax in fp32.
+
+`Olmo3.__call__` returns the raw residual stream after every block (HF's last hidden state is
+post-norm; ours is not). Every param carries `logical_axes` metadata, which `models.sharding`
+maps to mesh axes through its one rules table.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any, Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+SLIDING = "sliding_attention"
+FULL = "full_attention"
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def dtype_name(dtype) -> str:
+  return jnp.dtype(dtype).name
+
+
+def as_dtype(dtype):
+  if isinstance(dtype, str):
+    if dtype not in _DTYPES:
+      raise ValueError(f"unsupported dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
+    return _DTYPES[dtype]
+  return jnp.dtype(dtype).type
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeConfig:
+  """RoPE of one layer type. `rope_type` is 'default' or 'yarn'."""
+  theta: float
+  rope_type: str = "default"
+  factor: float | None = None
+  original_max_position_embeddings: int | None = None
+  beta_fast: float = 32.0
+  beta_slow: float = 1.0
+  attention_factor: float | None = None
+  mscale: float | None = None
+  mscale_all_dim: float | None = None
+  truncate: bool = True
+
+  def __post_init__(self):
+    if self.rope_type not in ("default", "yarn"):
+      raise ValueError(f"rope_type: unsupported {self.rope_type!r} (expected 'default' or 'yarn')")
+    if not self.theta or self.theta <= 0:
+      raise ValueError(f"rope_theta must be positive, got {self.theta!r}")
+    if self.rope_type == "yarn":
+      if self.factor is None or self.factor <= 0:
+        raise ValueError(f"rope 'factor' must be positive for yarn, got {self.factor!r}")
+      if not self.original_max_position_embeddings:
+        raise ValueError("rope 'original_max_position_embeddings' is required for yarn")
+
+  def to_hf(self) -> dict:
+    d: dict[str, Any] = {"rope_type": self.rope_type, "rope_theta": self.theta}
+    if self.rope_type == "yarn":
+      d.update(factor=self.factor, original_max_position_embeddings=self.original_max_position_embeddings,
+               beta_fast=self.beta_fast, beta_slow=self.beta_slow)
+      for key in ("attention_factor", "mscale", "mscale_all_dim"):
+        if getattr(self, key) is not None:
+          d[key] = getattr(self, key)
+      if not self.truncate:
+        d["truncate"] = False
+    return d
+
+  def inv_freq_and_scale(self, head_dim: int, max_position_embeddings: int) -> tuple[np.ndarray, float]:
+    """Inverse frequencies [head_dim // 2] (fp32, as HF computes them) and the cos/sin scale."""
+    exponents = np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / np.float32(head_dim)
+    pos_freqs = np.float32(self.theta) ** exponents
+    inv_freq = (np.float32(1.0) / pos_freqs).astype(np.float32)
+    if self.rope_type == "default":
+      return inv_freq, 1.0
+    factor = self.factor
+    original = self.original_max_position_embeddings
+
+    def get_mscale(scale, mscale=1.0):
+      return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
+
+    scale = self.attention_factor
+    if scale is None:
+      if self.mscale and self.mscale_all_dim:
+        scale = float(get_mscale(factor, self.mscale) / get_mscale(factor, self.mscale_all_dim))
+      else:
+        scale = get_mscale(factor)
+
+    def correction_dim(rotations):
+      return (head_dim * math.log(original / (rotations * 2 * math.pi))) / (2 * math.log(self.theta))
+
+    low, high = correction_dim(self.beta_fast), correction_dim(self.beta_slow)
+    if self.truncate:
+      low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, head_dim - 1)
+    if low == high:
+      high += 0.001
+    ramp = np.clip((np.arange(head_dim // 2, dtype=np.float32) - low) / (high - low), 0, 1).astype(np.float32)
+    extrapolation_factor = np.float32(1) - ramp
+    interpolation = (np.float32(1.0) / (np.float32(factor) * pos_freqs)).astype(np.float32)
+    inv_freq = interpolation * (1 - extrapolation_factor) + inv_freq * extrapolation_factor
+    return inv_freq.astype(np.float32), float(scale)
+
+
+def _rope_from_dict(d: Mapping[str, Any], *, where: str, default_theta: float | None) -> RopeConfig:
+  d = dict(d)
+  rope_type = d.get("rope_type", d.get("type", "default"))
+  theta = d.get("rope_theta", default_theta)
+  if theta is None:
+    raise ValueError(f"config.json: {where} has no 'rope_theta' (and there is no top-level rope_theta)")
+  try:
+    return RopeConfig(
+        theta=float(theta), rope_type=rope_type,
+        factor=None if d.get("factor") is None else float(d["factor"]),
+        original_max_position_embeddings=d.get("original_max_position_embeddings"),
+        beta_fast=float(d.get("beta_fast") or 32.0), beta_slow=float(d.get("beta_slow") or 1.0),
+        attention_factor=d.get("attention_factor"), mscale=d.get("mscale"),
+        mscale_all_dim=d.get("mscale_all_dim"), truncate=bool(d.get("truncate", True)))
+  except ValueError as e:
+    raise ValueError(f"config.json: {where}: {e}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Olmo3Config:
+  """Every architectural field of OLMo3, plus param/compute dtypes (not part of the HF config)."""
+  vocab_size: int
+  hidden_size: int
+  intermediate_size: int
+  num_hidden_layers: int
+  num_attention_heads: int
+  num_key_value_heads: int
+  max_position_embeddings: int
+  rms_norm_eps: float
+  sliding_window: int | None
+  layer_types: tuple[str, ...]
+  rope_sliding: RopeConfig
+  rope_full: RopeConfig
+  head_dim: int | None = None
+  pad_token_id: int | None = None
+  eos_token_id: int | None = None
+  bos_token_id: int | None = None
+  tie_word_embeddings: bool = False
+  attention_bias: bool = False
+  hidden_act: str = "silu"
+  initializer_range: float = 0.02
+  param_dtype: str = "float32"
+  dtype: str = "float32"
+  # Rows of the embedding / LM head are padded to a multiple of this so the vocab axis divides
+  # any mesh; callers never see it (logits keep `vocab_size`).
+  vocab_pad_multiple: int = 128
+
+  def __post_init__(self):
+    def positive(name):
+      value = getattr(self, name)
+      if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"Olmo3Config.{name} must be a positive integer, got {value!r}")
+    for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                 "num_attention_heads", "num_key_value_heads", "max_position_embeddings"):
+      positive(name)
+    if self.head_dim is None:
+      if self.hidden_size % self.num_attention_heads:
+        raise ValueError(f"Olmo3Config.hidden_size ({self.hidden_size}) is not divisible by "
+                         f"num_attention_heads ({self.num_attention_heads})")
+      object.__setattr__(self, "head_dim", self.hidden_size // self.num_attention_heads)
+    positive("head_dim")
+    if self.num_attention_heads % self.num_key_value_heads:
+      raise ValueError(f"Olmo3Config.num_attention_heads ({self.num_attention_heads}) must be a multiple of "
+                       f"num_key_value_heads ({self.num_key_value_heads})")
+    if self.head_dim % 2:
+      raise ValueError(f"Olmo3Config.head_dim must be even for RoPE, got {self.head_dim}")
+    if not (isinstance(self.rms_norm_eps, (float, int)) and self.rms_norm_eps > 0):
+      raise ValueError(f"Olmo3Config.rms_norm_eps must be positive, got {self.rms_norm_eps!r}")
+    object.__setattr__(self, "layer_types", tuple(self.layer_types))
+    if len(self.layer_types) != self.num_hidden_layers:
+      raise ValueError(f"Olmo3Config.layer_types has {len(self.layer_types)} entries, "
+                       f"num_hidden_layers is {self.num_hidden_layers}")
+    for i, t in enumerate(self.layer_types):
+      if t not in (SLIDING, FULL):
+        raise ValueError(f"Olmo3Config.layer_types[{i}] = {t!r}; expected {SLIDING!r} or {FULL!r}")
+    if SLIDING in self.layer_types and (not self.sliding_window or self.sliding_window <= 0):
+      raise ValueError(f"Olmo3Config.sliding_window must be positive when sliding layers exist, "
+                       f"got {self.sliding_window!r}")
+    if self.tie_word_embeddings:
+      raise ValueError("Olmo3Config.tie_word_embeddings=True is not supported (OLMo3 is untied)")
+    if self.attention_bias:
+      raise ValueError("Olmo3Config.attention_bias=True is not supported (OLMo3 has no biases)")
+    if self.hidden_act != "silu":
+      raise ValueError(f"Olmo3Config.hidden_act must be 'silu', got {self.hidden_act!r}")
+    as_dtype(self.param_dtype)
+    as_dtype(self.dtype)
+
+  # --- derived
+  @property
+  def padded_vocab_size(self) -> int:
+    m = self.vocab_pad_multiple
+    return -(-self.vocab_size // m) * m
+
+  def rope_for(self, layer: int) -> RopeConfig:
+    return self.rope_full if self.layer_types[layer] == FULL else self.rope_sliding
+
+  def window_for(self, layer: int) -> int | None:
+    return self.sliding_window if self.layer_types[layer] == SLIDING else None
+
+  def num_params(self) -> int:
+    """Parameter count in the HF layout (true vocab, no sharding padding)."""
+    d, f, h, kv, hd = (self.hidden_size, self.intermediate_size, self.num_attention_heads,
+                       self.num_key_value_heads, self.head_dim)
+    attn = d * h * hd * 2 + d * kv * hd * 2 + h * hd + kv * hd
+    block = attn + 3 * d * f + 2 * d
+    return self.num_hidden_layers * block + 2 * self.vocab_size * d + d
+
+  def replace(self, **kw) -> "Olmo3Config":
+    return dataclasses.replace(self, **kw)
+
+  # --- HF config.json
+  _REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+               "num_attention_heads", "rms_norm_eps")
+
+  @classmethod
+  def from_hf(cls, path_or_dict: str | os.PathLike | Mapping[str, Any], **overrides) -> "Olmo3Config":
+    """Parses a HF OLMo3 `config.json` (a path to it, to its directory, or its dict).
+
+    Reads the three RoPE encodings found in the wild: legacy `rope_scaling` + `rope_theta`
+    (scaling on full-attention layers only), `rope_parameters` nested per layer type, and flat
+    `rope_parameters` (written by transformers 5.0-5.12), which we read as the scaling being
+    on full-attention layers only, as the model was trained. Never relies on class defaults
+    for eps and theta.
+    """
+    where = "config.json"
+    if isinstance(path_or_dict, Mapping):
+      d = dict(path_or_dict)
+    else:
+      p = os.fspath(path_or_dict)
+      if os.path.isdir(p):
+        p = os.path.join(p, "config.json")
+      where = p
+      if not os.path.exists(p):
+        raise FileNotFoundError(f"{p}: no config.json")
+      try:
+        with open(p) as f:
+          d = json.load(f)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{p}: not valid JSON ({e})") from None
+    if d.get("model_type") not in (None, "olmo3"):
+      raise ValueError(f"{where}: model_type is {d.get('model_type')!r}, expected 'olmo3'")
+    missing = [k for k in cls._REQUIRED if d.get(k) is None]
+    if missing:
+      raise ValueError(f"{where}: missing required field(s) {missing}")
+    n = d["num_hidden_layers"]
+    layer_types = d.get("layer_types") or [FULL if (i + 1) % 4 == 0 else SLIDING for i in range(n)]
+    top_theta = d.get("rope_theta")
+    rp = d.get("rope_parameters")
+    if rp and (SLIDING in rp or FULL in rp):  # nested per layer type
+      sliding = _rope_from_dict(rp.get(SLIDING) or {}, where=f"{where}: rope_parameters.{SLIDING}",
+                                default_theta=top_theta)
+      full = _rope_from_dict(rp.get(FULL) or {}, where=f"{where}: rope_parameters.{FULL}",
+                             default_theta=top_theta)
+    elif rp:  # flat: scaling applies to full-attention layers only, as in training
+      full = _rope_from_dict(rp, where=f"{where}: rope_parameters", default_theta=top_theta)
+      sliding = RopeConfig(theta=full.theta)
+    else:  # legacy
+      if top_theta is None:
+        raise ValueError(f"{where}: missing required field 'rope_theta' (no rope_parameters either)")
+      sliding = RopeConfig(theta=float(top_theta))
+      scaling = d.get("rope_scaling")
+      full = (_rope_from_dict(scaling, where=f"{where}: rope_scaling", default_theta=top_theta)
+              if scaling else RopeConfig(theta=float(top_theta)))
+    eos = d.get("eos_token_id")
+    if isinstance(eos, (list, tuple)):
+      eos = eos[0] if eos else None
+    kwargs = dict(
+        vocab_size=d["vocab_size"], hidden_size=d["hidden_size"],
+        intermediate_size=d["intermediate_size"], num_hidden_layers=n,
+        num_attention_heads=d["num_attention_heads"],
+        num_key_value_heads=d.get("num_key_value_heads") or d["num_attention_heads"],
+        head_dim=d.get("head_dim"),
+        max_position_embeddings=d.get("max_position_embeddings") or 4096,
+        rms_norm_eps=float(d["rms_norm_eps"]), sliding_window=d.get("sliding_window"),
+        layer_types=tuple(layer_types), rope_sliding=sliding, rope_full=full,
+        pad_token_id=d.get("pad_token_id"), eos_token_id=eos, bos_token_id=d.get("bos_token_id"),
+        tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
+        attention_bias=bool(d.get("attention_bias", False)), hidden_act=d.get("hidden_act", "silu"),
+        initializer_range=float(d.get("initializer_range", 0.02)))
+    kwargs.update(overrides)
+    try:
+      return cls(**kwargs)
+    except ValueError as e:
+      raise ValueError(f"{where}: {e}") from None
+
+  def to_hf(self) -> dict:
+    """A config.json dict (nested `rope_parameters`) that transformers>=5.13 loads to this model."""
+    return {
+        "architectures": ["Olmo3ForCausalLM"], "model_type": "olmo3",
+        "vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
+        "intermediate_size": self.intermediate_size, "num_hidden_layers": self.num_hidden_layers,
+        "num_attention_heads": self.num_attention_heads,
+        "num_key_value_heads": self.num_key_value_heads,
+        **({"head_dim": self.head_dim} if self.head_dim != self.hidden_size // self.num_attention_heads else {}),
+        "max_position_embeddings": self.max_position_embeddings, "rms_norm_eps": self.rms_norm_eps,
+        "sliding_window": self.sliding_window, "layer_types": list(self.layer_types),
+        "rope_parameters": {SLIDING: self.rope_sliding.to_hf(), FULL: self.rope_full.to_hf()},
+        "pad_token_id": self.pad_token_id, "eos_token_id": self.eos_token_id,
+        "bos_token_id": self.bos_token_id, "tie_word_embeddings": False, "attention_bias": False,
+        "attention_dropout": 0.0, "hidden_act": "silu", "initializer_range": self.initializer_range,
+        "use_cache": True, "torch_dtype": self.param_dtype, "dtype": self.param_dtype,
+    }
+
+  def to_dict(self) -> dict:
+    """JSON-able dict of every field (used in checkpoint metadata)."""
+    d = dataclasses.asdict(self)
+    d["layer_types"] = list(self.layer_types)
+    return d
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> "Olmo3Config":
+    d = dict(d)
+    d["rope_sliding"] = RopeConfig(**d["rope_sliding"])
+    d["rope_full"] = RopeConfig(**d["rope_full"])
+    d["layer_types"] = tuple(d["layer_types"])
+    return cls(**d)
+
+
+def default_layer_types(n: int) -> tuple[str, ...]:
+  return tuple(FULL if (i + 1) % 4 == 0 else SLIDING for i in range(n))
+
+
+def olmo3_7b(**overrides) -> Olmo3Config:
+  """OLMo3-7B (stage 1-2 form: no YaRN). Pass `yarn=True` for the stage-3 / main form."""
+  yarn = overrides.pop("yarn", False)
+  full = (RopeConfig(theta=500000.0, rope_type="yarn", factor=8.0, original_max_position_embeddings=8192,
+                     beta_fast=32.0, beta_slow=1.0, attention_factor=0.1 * math.log(8) + 1)
+          if yarn else RopeConfig(theta=500000.0))
+  cfg = dict(vocab_size=100278, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+             num_attention_heads=32, num_key_value_heads=32,
+             max_position_embeddings=65536 if yarn else 8192, rms_norm_eps=1e-6,
+             sliding_window=4096, layer_types=default_layer_types(32),
+             rope_sliding=RopeConfig(theta=500000.0), rope_full=full,
+             pad_token_id=100277, eos_token_id=100257, bos_token_id=None)
+  cfg.update(overrides)
+  return Olmo3Config(**cfg)
+
+
+def tiny(**overrides) -> Olmo3Config:
+  """A 4-layer test size (3 sliding + 1 full, GQA) that runs in milliseconds on CPU."""
+  cfg = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4,
+             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+             rms_norm_eps=1e-6, sliding_window=8, layer_types=default_layer_types(4),
+             rope_sliding=RopeConfig(theta=500000.0), rope_full=RopeConfig(theta=500000.0),
+             pad_token_id=0, eos_token_id=1, bos_token_id=None)
+  cfg.update(overrides)
+  return Olmo3Config(**cfg)
+
+
+PRESETS = {"olmo3_7b": olmo3_7b, "olmo3_7b_yarn": lambda **kw: olmo3_7b(yarn=True, **kw), "tiny": tiny}
+
+
+# ----------------------------------------------------------------------------- layers
+
+
+def rms_norm(x: jax.Array, weight: jax.Array, eps: float, axes=(-1,)) -> jax.Array:
+  """RMSNorm in fp32 over `axes`; weight applied as-is (not 1 + w), cast back to x's dtype."""
+  dtype = x.dtype
+  x32 = x.astype(jnp.float32)
+  var = jnp.mean(jnp.square(x32), axis=axes, keepdims=True)
+  return (weight.astype(jnp.float32) * (x32 * jax.lax.rsqrt(var + eps))).astype(dtype)
+
+
+def rope_cos_sin(positions: jax.Array, inv_freq: np.ndarray, scale: float):
+  """cos, sin [B, T, head_dim] in fp32 for the half-split (rotate_half) convention."""
+  freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)[None, None, :]
+  emb = jnp.concatenate([freqs, freqs], axis=-1)
+  return jnp.cos(emb) * scale, jnp.sin(emb) * scale
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+  """x [B, T, N, hd]; cos/sin [B, T, hd]. Computed in x's dtype, as HF does."""
+  half = x.shape[-1] // 2
+  rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+  cos, sin = cos[:, :, None, :].astype(x.dtype), sin[:, :, None, :].astype(x.dtype)
+  return x * cos + rotated * sin
+
+
+def _param(rngs: nnx.Rngs, shape, axes, dtype, std: float | None):
+  value = (jnp.ones(shape, dtype) if std is None
+           else (std * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(dtype))
+  return nnx.Param(value, logical_axes=tuple(axes))
+
+
+class Attention(nnx.Module):
+  """Attention with full-width QK-norm. Kernels: q [embed, heads, head_dim], o [heads, head_dim, embed]."""
+
+  def __init__(self, config: Olmo3Config, layer: int, *, rngs: nnx.Rngs):
+    c = config
+    pd, std = as_dtype(c.param_dtype), c.initializer_range
+    d, h, kv, hd = c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim
+    self.q_kernel = _param(rngs, (d, h, hd), ("embed", "heads", "head_dim"), pd, std)
+    self.k_kernel = _param(rngs, (d, kv, hd), ("embed", "kv_heads", "head_dim"), pd, std)
+    self.v_kernel = _param(rngs, (d, kv, hd), ("embed", "kv_heads", "head_dim"), pd, std)
+    self.o_kernel = _param(rngs, (h, hd, d), ("heads", "head_dim", "embed_out"), pd, std)
+    self.q_norm = _param(rngs, (h, hd), ("heads", "head_dim"), pd, None)
+    self.k_norm = _param(rngs, (kv, hd), ("kv_heads", "head_dim"), pd, None)
+    self.eps = c.rms_norm_eps
+    self.dtype = as_dtype(c.dtype)
+    self.window = c.window_for(layer)
+    inv_freq, scale = c.rope_for(layer).inv_freq_and_scale(hd, c.max_position_embeddings)
+    self.inv_freq = tuple(float(v) for v in inv_freq)  # static: a tuple, not an array attribute
+    self.rope_scale = scale
+    self.num_groups = h // kv
+
+  def project(self, x: jax.Array, positions: jax.Array):
+    """x [B, T, D] -> q [B, T, H, hd], k, v [B, T, KV, hd] with QK-norm and RoPE applied."""
+    dt = self.dtype
+    x = x.astype(dt)
+    q = jnp.einsum("btd,dnh->btnh", x, self.q_kernel[...].astype(dt))
+    k = jnp.einsum("btd,dnh->btnh", x, self.k_kernel[...].astype(dt))
+    v = jnp.einsum("btd,dnh->btnh", x, self.v_kernel[...].astype(dt))
+    q = rms_norm(q, self.q_norm[...], self.eps, axes=(-2, -1))  # over all heads jointly
+    k = rms_norm(k, self.k_norm[...], self.eps, axes=(-2, -1))
+    cos, sin = rope_cos_sin(positions, np.asarray(self.inv_freq, np.float32), self.rope_scale)
+    return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+  def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array) -> jax.Array:
+    """q [B, Tq, H, hd], k/v [B, Tk, KV, hd], allowed [B, Tq, Tk] bool -> [B, Tq, H, hd]."""
+    b, tq, h, hd = q.shape
+    kvh = k.shape[2]
+    qg = q.reshape(b, tq, kvh, self.num_groups, hd)
+    scores = jnp.einsum("bqkgh,bskh->bkgqs", qg, k, preferred_element_type=jnp.float32)
+    scores = scores * (hd ** -0.5)
+    scores = jnp.where(allowed[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgqs,bskh->bqkgh", probs, v)
+    return out.reshape(b, tq, h, hd)
+
+  def output(self, attn: jax.Array) -> jax.Array:
+    return jnp.einsum("btnh,nhd->btd", attn, self.o_kernel[...].astype(self.dtype))
+
+  def __call__(self, x, positions, key_valid, segment_ids, query_block: int = 128):
+    q, k, v = self.project(x, positions)
+    return self.output(blocked_self_attention(self.attend, q, k, v, key_valid, segment_ids,
+                                              self.window, query_block))
+
+
+def blocked_self_attention(attend, q, k, v, key_valid, segment_ids, window, query_block):
+  """Causal (optionally sliding) self-attention over query blocks.
+
+  Each block of queries only looks at the keys it can see: [0, end) for full layers and
+  [start - window + 1, end) for sliding ones, so causal and banded attention skip the work a
+  dense T x T score matrix would waste. Shapes are static, so this unrolls under jit.
+  """
+  t = q.shape[1]
+  idx = jnp.arange(t)
+  outs = []
+  for qs in range(0, t, query_block):
+    qe = min(qs + query_block, t)
+    ks = 0 if window is None else max(0, qs - window + 1)
+    qi, ki = idx[qs:qe, None], idx[None, ks:qe]
+    allowed = ki <= qi
+    if window is not None:
+      allowed = allowed & (qi - ki < window)
+    allowed = allowed[None] & key_valid[:, None, ks:qe]
+    if segment_ids is not None:
+      allowed = allowed & (segment_ids[:, qs:qe, None] == segment_ids[:, None, ks:qe])
+    outs.append(attend(q[:, qs:qe], k[:, ks:qe], v[:, ks:qe], allowed))
+  return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
+
+
+class MLP(nnx.Module):
+  """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+  def __init__(self, config: Olmo3Config, *, rngs: nnx.Rngs):
+    c = config
+    pd, std = as_dtype(c.param_dtype), c.initializer_range
+    self.gate_kernel = _param(rngs, (c.hidden_size, c.intermediate_size), ("embed", "mlp"), pd, std)
+    self.up_kernel = _param(rngs, (c.hidden_size, c.intermediate_size), ("embed", "mlp"), pd, std)
+    self.down_kernel = _param(rngs, (c.intermediate_size, c.hidden_size), ("mlp", "embed_out"), pd, std)
+    self.dtype = as_dtype(c.dtype)
+
+  def __call__(self, x):
+    dt = self.dtype
+    x = x.astype(dt)
+    gate = x @ self.gate_kernel[...].astype(dt)
+    up = x @ self.up_kernel[...].astype(dt)
+    return (jax.nn.silu(gate) * up) @ self.down_kernel[...].astype(dt)
+
+
+class Block(nnx.Module):
+  """h = x + norm(attn(x)); out = h + norm(mlp(h))."""
+
+  def __init__(self, config: Olmo3Config, layer: int, *, rngs: nnx.Rngs):
+    c = config
+    pd = as_dtype(c.param_dtype)
+    self.attn = Attention(c, layer, rngs=rngs)
+    self.mlp = MLP(c, rngs=rngs)
+    self.post_attention_norm = _param(rngs, (c.hidden_size,), ("norm",), pd, None)
+    self.post_feedforward_norm = _param(rngs, (c.hidden_size,), ("norm",), pd, None)
+    self.eps = c.rms_norm_eps
+
+  def __call__(self, x, positions, key_valid, segment_ids, query_block: int = 128):
+    a = self.attn(x, positions, key_valid, segment_ids, query_block)
+    h = x + rms_norm(a, self.post_attention_norm[...], self.eps).astype(x.dtype)
+    m = self.mlp(h)
+    return h + rms_norm(m, self.post_feedforward_norm[...], self.eps).astype(x.dtype)
+
+
+class Olmo3Output(NamedTuple):
+  logits: jax.Array | None
+  hidden_states: tuple[jax.Array, ...] | dict[int, jax.Array]
+
+
+def default_positions(attention_mask, segment_ids, batch: int, length: int) -> jax.Array:
+  """Positions that make left padding and packing invisible to valid tokens."""
+  if segment_ids is not None:
+    idx = jnp.broadcast_to(jnp.arange(length), (batch, length))
+    starts = jnp.concatenate([jnp.ones((batch, 1), bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)
+    start_idx = jax.lax.cummax(jnp.where(starts, idx, 0), axis=1)
+    return (idx - start_idx).astype(jnp.int32)
+  if attention_mask is not None:
+    return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=1) - 1, 0)
+  return jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+
+
+class Olmo3(nnx.Module):
+  """OLMo3 causal LM. Param names differ from HF; `models.convert` holds the name table."""
+
+  def __init__(self, config: Olmo3Config, *, rngs: nnx.Rngs):
+    c = config
+    self.config = c
+    pd, std = as_dtype(c.param_dtype), c.initializer_range
+    vp = c.padded_vocab_size
+    embed = std * jax.random.normal(rngs.params(), (vp, c.hidden_size), jnp.float32)
+    head = std * jax.random.normal(rngs.params(), (c.hidden_size, vp), jnp.float32)
+    pad_rows = jnp.arange(vp) >= c.vocab_size
+    self.embedding = nnx.Param(jnp.where(pad_rows[:, None], 0, embed).astype(pd), logical_axes=("vocab", "embed"))
+    self.lm_head = nnx.Param(jnp.where(pad_rows[None, :], 0, head).astype(pd), logical_axes=("embed", "vocab"))
+    self.final_norm = _param(rngs, (c.hidden_size,), ("norm",), pd, None)
+    self.blocks = nnx.List([Block(c, i, rngs=rngs) for i in range(c.num_hidden_layers)])
+
+  def embed(self, input_ids: jax.Array) -> jax.Array:
+    return jnp.take(self.embedding[...], input_ids, axis=0).astype(as_dtype(self.config.dtype))
+
+  def logits_from_hidden(self, h: jax.Array) -> jax.Array:
+    """Final norm + LM head; padding rows of the vocab are dropped."""
+    dt = as_dtype(self.config.dtype)
+    x = rms_norm(h, self.final_norm[...], self.config.rms_norm_eps).astype(dt)
+    logits = x @ self.lm_head[...].astype(dt)
+    return logits[..., : self.config.vocab_size]
+
+  def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None, *,
+               positions: jax.Array | None = None, segment_ids: jax.Array | None = None,
+               layers: Sequence[int] | None = None, return_logits: bool = True,
+               query_block: int = 128) -> Olmo3Output:
+    """input_ids [B, T] -> Olmo3Output.
+
+    hidden_states: by default a tuple of num_layers + 1 arrays [B, T, D] (embedding output, then
+    the raw residual after each block); with `layers=(i, ...)`, a dict of only those, and no block
+    past the deepest requested one runs. `return_logits=False` skips the final norm and LM head.
+    """
+    c = self.config
+    b, t = input_ids.shape
+    n = c.num_hidden_layers
+    if layers is not None:
+      layers = tuple(sorted(set(int(i) for i in layers)))
+      bad = [i for i in layers if not 0 <= i <= n]
+      if bad:
+        raise ValueError(f"layers {bad} out of range: hidden states are indexed 0..{n}")
+      if return_logits and layers[-1] != n:
+        raise ValueError("return_logits=True needs every block to run; include layer "
+                         f"{n} in `layers` or pass return_logits=False")
+    key_valid = (jnp.ones((b, t), bool) if attention_mask is None else attention_mask.astype(bool))
+    if positions is None:
+      positions = default_positions(attention_mask, segment_ids, b, t)
+    depth = n if layers is None else layers[-1]
+    x = self.embed(input_ids)
+    states = [x]
+    for i in range(depth):
+      x = self.blocks[i](x, positions, key_valid, segment_ids, query_block)
+      states.append(x)
+    logits = self.logits_from_hidden(x) if return_logits else None
+    hidden = tuple(states) if layers is None else {i: states[i] for i in layers}
+    return Olmo3Output(logits=logits, hidden_states=hidden)
+
+
+def init_model(config: Olmo3Config, seed: int = 0) -> Olmo3:
+  return Olmo3(config, rngs=nnx.Rngs(seed))
+
+
+def abstract_model(config: Olmo3Config) -> Olmo3:
+  """The model with ShapeDtypeStruct leaves: no memory, no compute (for conversion and shape tests)."""
+  return nnx.eval_shape(lambda: Olmo3(config, rngs=nnx.Rngs(0)))

@@ -1,0 +1,29 @@
+"""olmo-probe: predict downstream pass@1 of in-training OLMo3 checkpoints from activations."""
+from setuptools import find_packages, setup
+
+setup(
+    name="olmo-probe",
+    version="0.1.0",
+    description=("Flax NNX OLMo3 with HF parity, generative pass@1 labels, and probe heads "
+                 "that predict per-question pass@1 of in-training checkpoints."),
+    python_requires=">=3.11",
+    packages=find_packages(include=["models", "models.*", "probing", "probing.*",
+                                    "configs", "configs.*", "launch", "launch.*"]),
+    install_requires=[
+        "jax>=0.10,<0.12",
+        "flax>=0.12",
+        "optax",
+        "orbax-checkpoint",
+        "numpy",
+        "scikit-learn",
+        "absl-py",
+        "ml-collections",
+        "safetensors",
+        "tokenizers",
+        "pyarrow",
+        "matplotlib",
+    ],
+    extras_require={
+        "test": ["pytest", "pytest-xdist", "torch==2.13.0", "transformers>=5.13"],
+    },
+)
