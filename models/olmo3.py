@@ -122,7 +122,7 @@ def _rope_from_dict(d: Mapping[str, Any], *, where: str, default_theta: float | 
   rope_type = d.get("rope_type", d.get("type", "default"))
   theta = d.get("rope_theta", default_theta)
   if theta is None:
-    raise ValueError(f"config.json: {where} has no 'rope_theta' (and there is no top-level rope_theta)")
+    raise ValueError(f"{where} has no 'rope_theta' (and there is no top-level rope_theta)")
   try:
     return RopeConfig(
         theta=float(theta), rope_type=rope_type,
@@ -132,7 +132,7 @@ def _rope_from_dict(d: Mapping[str, Any], *, where: str, default_theta: float | 
         attention_factor=d.get("attention_factor"), mscale=d.get("mscale"),
         mscale_all_dim=d.get("mscale_all_dim"), truncate=bool(d.get("truncate", True)))
   except ValueError as e:
-    raise ValueError(f"config.json: {where}: {e}") from None
+    raise ValueError(f"{where}: {e}") from None
 
 
 @dataclasses.dataclass(frozen=True)

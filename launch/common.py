@@ -1,0 +1,50 @@
+"""Shared start-up for the absl launch scripts: distributed init, logging, clean failures."""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+
+from absl import logging
+
+
+def init_runtime() -> None:
+  """Multi-host runs: `jax.distributed.initialize()` when a coordinator is configured."""
+  import jax
+  if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("COORDINATOR_ADDRESS"):
+    jax.distributed.initialize()
+  logging.info("process %d/%d, %d local / %d global devices (%s)", jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
+
+
+@contextlib.contextmanager
+def user_errors(*types: type[BaseException]):
+  """Turns expected bad-input errors into one clear line on stderr and exit status 1."""
+  types = types or (ValueError, FileNotFoundError, FileExistsError, KeyError)
+  try:
+    yield
+  except types as e:
+    msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+class Progress:
+  """A periodic log line with count, rate and ETA (no terminal control codes: logs stay clean)."""
+
+  def __init__(self, total: int, what: str, unit: str = "items", every_s: float = 2.0):
+    self.total, self.what, self.unit, self.every_s = total, what, unit, every_s
+    self.done = 0
+    self.start = self.last = time.perf_counter()
+
+  def update(self, n: int = 1, note: str = "") -> None:
+    self.done += n
+    now = time.perf_counter()
+    if now - self.last >= self.every_s or self.done >= self.total:
+      self.last = now
+      elapsed = now - self.start
+      rate = self.done / elapsed if elapsed > 0 else 0.0
+      eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+      logging.info("%s: %d/%d %s (%.1f %s/s, ETA %.0fs) %s", self.what, self.done, self.total, self.unit,
+                   rate, self.unit, eta, note)

@@ -1,0 +1,44 @@
+"""Converts a HF OLMo3 checkpoint (safetensors) into our orbax checkpoint, streamed.
+
+  python -m launch.convert --hf_dir=/path/to/Olmo-3-1025-7B --out_dir=ckpts/olmo3-7b \
+      --dtype=bfloat16 --mesh=fsdp=-1
+"""
+from __future__ import annotations
+
+import time
+
+from absl import app, flags, logging
+
+from launch import common
+
+FLAGS = flags.DEFINE_string("hf_dir", None, "HF checkpoint dir (config.json + safetensors).", required=True)
+OUT = flags.DEFINE_string("out_dir", None, "Output orbax checkpoint dir (must not exist).", required=True)
+DTYPE = flags.DEFINE_enum("dtype", "bfloat16", ["float32", "bfloat16"], "Param dtype to store.")
+MESH = flags.DEFINE_string("mesh", "", "Mesh spec, e.g. 'fsdp=-1' or 'data=2,fsdp=2,tensor=2'.")
+REVISION = flags.DEFINE_string("revision", None, "Source revision to record, e.g. stage1-step1000.")
+
+
+def main(argv):
+  del argv
+  common.init_runtime()
+  from models import checkpoint, convert, sharding
+  t0 = time.perf_counter()
+  with common.user_errors():
+    mesh = sharding.make_mesh(MESH.value) if MESH.value else None
+    progress = common.Progress(0, "convert", "tensors", every_s=1.0)
+
+    def on_tensor(i, n, key, nbytes):
+      progress.total = n
+      progress.update(1, f"{key} ({nbytes / 2**20:.1f} MiB)")
+
+    model = convert.load_hf(FLAGS.value, dtype=DTYPE.value, mesh=mesh, on_tensor=on_tensor)
+    load_s = time.perf_counter() - t0
+    checkpoint.save(OUT.value, model, {"source": FLAGS.value, "revision": REVISION.value})
+  summary = convert.summarize(model)
+  logging.info("converted %s -> %s: %s params, %.2f GiB, load %.1fs, total %.1fs", FLAGS.value, OUT.value,
+               f"{summary['params']:,}", summary["bytes"] / 2**30, load_s, time.perf_counter() - t0)
+  print(f"params={summary['params']} bytes={summary['bytes']} wall_s={time.perf_counter() - t0:.2f}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,90 @@
+"""Orbax checkpoints of an `Olmo3`, behind two functions: `save` and `load`.
+
+Layout of a checkpoint dir: `params/` (an orbax StandardCheckpointer tree of the model's
+params) and `metadata.json` (config, dtype, source path and revision, code version, plus what
+the caller adds). The dir is written under a temporary name and renamed, so a killed save
+leaves no half-written checkpoint. `load` restores onto any mesh: each param lands straight in
+the sharding the rules table gives it on that mesh, whatever mesh it was saved from.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Any, Mapping
+
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from models import sharding as sharding_lib
+from models.olmo3 import Olmo3, Olmo3Config, abstract_model, dtype_name
+from models.version import code_version
+
+METADATA_FILE = "metadata.json"
+PARAMS_DIR = "params"
+
+
+def save(path: str | os.PathLike, model: Olmo3, metadata: Mapping[str, Any] | None = None) -> str:
+  """Saves `model` to `path` (which must not exist) with `metadata` merged into metadata.json."""
+  path = os.path.abspath(os.fspath(path))
+  if os.path.exists(path):
+    raise FileExistsError(f"{path}: checkpoint already exists")
+  parent = os.path.dirname(path)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=parent)
+  try:
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(os.path.join(tmp, PARAMS_DIR), params)
+    checkpointer.wait_until_finished()
+    meta = {
+        "format": "olmo3-nnx-orbax/1",
+        "config": model.config.to_dict(),
+        "dtype": model.config.param_dtype,
+        "code_version": code_version(),
+        "source": None,
+        "revision": None,
+    }
+    meta.update(dict(metadata or {}))
+    with open(os.path.join(tmp, METADATA_FILE), "w") as f:
+      json.dump(meta, f, indent=2, default=str)
+    os.replace(tmp, path)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+  p = os.path.join(os.fspath(path), METADATA_FILE)
+  if not os.path.exists(p):
+    raise FileNotFoundError(f"{path}: not an olmo3 orbax checkpoint (no {METADATA_FILE})")
+  with open(p) as f:
+    return json.load(f)
+
+
+def is_checkpoint(path: str | os.PathLike) -> bool:
+  return os.path.exists(os.path.join(os.fspath(path), METADATA_FILE))
+
+
+def load(path: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None, dtype=None) -> Olmo3:
+  """Restores a checkpoint written by `save`, placing params per the rules table on `mesh`."""
+  path = os.path.abspath(os.fspath(path))
+  meta = read_metadata(path)
+  config = Olmo3Config.from_dict(meta["config"])
+  if dtype is not None:
+    config = config.replace(param_dtype=dtype_name(dtype), dtype=dtype_name(dtype))
+  graphdef, abstract_state = nnx.split(abstract_model(config))
+  params_abstract = nnx.state(nnx.merge(graphdef, abstract_state), nnx.Param)
+  shardings = sharding_lib.param_shardings(params_abstract, mesh)
+  target = jax.tree.map(
+      lambda v, s: jax.ShapeDtypeStruct(v.get_value().shape, v.get_value().dtype, sharding=s),
+      params_abstract, shardings, is_leaf=lambda x: isinstance(x, nnx.Variable))
+  target = nnx.to_pure_dict(target)
+  restored = ocp.StandardCheckpointer().restore(os.path.join(path, PARAMS_DIR), target)
+  model = nnx.merge(graphdef, abstract_state)
+  nnx.replace_by_pure_dict(params_abstract, restored)
+  nnx.update(model, params_abstract)
+  return model

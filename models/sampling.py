@@ -1,0 +1,343 @@
+"""KV-cache decoding for `models.olmo3.Olmo3`: greedy, temperature and top-p, k samples per prompt.
+
+Why it is shaped this way (see `shared/reference/cpu-speed.md`):
+  * prefill and the whole decode loop run in ONE jit (`lax.while_loop` that exits once every row
+    has stopped), so there is no per-token Python or dispatch overhead;
+  * each prompt is prefilled once and its KV cache is shared by its k samples: decode attention
+    reads the prompt keys once per prompt ([B, P]) plus each sample's own generated keys
+    ([B * k, N]), instead of tiling a [B * k, P + N] cache (k times less prompt-cache memory);
+  * sliding-window layers keep only the last `window` prompt columns and a ring buffer of
+    generated keys; full layers keep everything;
+  * shapes are static through prompt-length buckets and left padding, so a run compiles a few times;
+  * the random stream of a sample depends only on (seed, question id, sample index, step), so
+    results do not depend on batch composition, order or resumption.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from models import sharding as sharding_lib
+from models.olmo3 import Olmo3, blocked_self_attention, default_positions, rms_norm
+
+_NEG = jnp.finfo(jnp.float32).min
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+  """What to sample. temperature=0 is greedy; `stop_sequences` are token-id tuples (any length)."""
+  temperature: float = 0.0
+  top_p: float = 1.0
+  num_samples: int = 1
+  max_new_tokens: int = 256
+  stop_token_ids: tuple[int, ...] = ()
+  stop_sequences: tuple[tuple[int, ...], ...] = ()
+  seed: int = 0
+
+  def __post_init__(self):
+    object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
+    object.__setattr__(self, "stop_sequences",
+                       tuple(tuple(int(t) for t in s) for s in self.stop_sequences))
+    self.validate()
+
+  def validate(self) -> None:
+    if not (isinstance(self.temperature, (int, float)) and np.isfinite(self.temperature)
+            and self.temperature >= 0):
+      raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
+    if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
+      raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+    for name in ("num_samples", "max_new_tokens"):
+      v = getattr(self, name)
+      if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    if any(len(s) == 0 for s in self.stop_sequences):
+      raise ValueError("stop_sequences must not contain an empty sequence")
+
+  @property
+  def greedy(self) -> bool:
+    return self.temperature == 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Static:
+  """Everything that fixes the compiled program (hashable: a jit static argument)."""
+  num_samples: int
+  max_new_tokens: int
+  stop_ids: tuple[int, ...]
+  stop_seqs: tuple[tuple[int, ...], ...]
+  greedy: bool
+  use_top_p: bool
+  pad_id: int
+  mesh: jax.sharding.Mesh | None
+
+
+def prompt_bucket(n: int) -> int:
+  """Padded prompt length: powers of two up to 128 (min 16), then multiples of 128."""
+  if n <= 128:
+    return max(16, 1 << max(0, n - 1).bit_length())
+  return -(-n // 128) * 128
+
+
+def question_hash(question_id: str) -> tuple[int, int]:
+  """Two uint32 words of a process-independent hash of the question id (PRNG stream id)."""
+  h = hashlib.sha256(str(question_id).encode()).digest()
+  return int.from_bytes(h[:4], "little"), int.from_bytes(h[4:8], "little")
+
+
+def left_pad(prompts: Sequence[Sequence[int]], length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+  """(ids, mask) int32 [B, length] with each prompt right-aligned."""
+  ids = np.full((len(prompts), length), pad_id, np.int32)
+  mask = np.zeros((len(prompts), length), np.int32)
+  for i, p in enumerate(prompts):
+    if len(p):
+      ids[i, length - len(p):] = p
+      mask[i, length - len(p):] = 1
+  return ids, mask
+
+
+# ----------------------------------------------------------------------------- the jitted program
+
+
+def _constrain(x, mesh, logical):
+  if mesh is None:
+    return x
+  spec = sharding_lib.logical_to_spec(logical, mesh=mesh, shape=x.shape)
+  return jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(mesh, spec))
+
+
+_CACHE_AXES = ("batch", "length", "kv_heads", "head_dim")
+
+
+def _prefill(model: Olmo3, ids, mask, mesh):
+  """Runs the prompt; returns last-column logits [B, V] and per-layer prompt K/V (window-trimmed)."""
+  b, p = ids.shape
+  key_valid = mask.astype(bool)
+  positions = default_positions(mask, None, b, p)
+  x = model.embed(ids)
+  kv = []
+  for block in model.blocks:
+    attn = block.attn
+    q, k, v = attn.project(x, positions)
+    o = blocked_self_attention(attn.attend, q, k, v, key_valid, None, attn.window, 128)
+    h = x + rms_norm(attn.output(o), block.post_attention_norm[...], block.eps).astype(x.dtype)
+    x = h + rms_norm(block.mlp(h), block.post_feedforward_norm[...], block.eps).astype(x.dtype)
+    keep = p if attn.window is None else min(p, attn.window)
+    kv.append((_constrain(k[:, p - keep:], mesh, _CACHE_AXES),
+               _constrain(v[:, p - keep:], mesh, _CACHE_AXES)))
+  return model.logits_from_hidden(x[:, -1]), kv
+
+
+def _shared_attend(q, kp, vp, allowed_p, kg, vg, allowed_g, num_samples):
+  """One query per row over its prompt's keys (shared by k rows) and its own generated keys.
+
+  q [R, H, hd]; kp/vp [B, Pk, KV, hd], allowed_p [B, Pk]; kg/vg [R, G, KV, hd], allowed_g [G]
+  (same for every row). Same math as `Attention.attend`: fp32 scores and softmax.
+  """
+  r, h, hd = q.shape
+  b, kvh = kp.shape[0], kp.shape[2]
+  g = h // kvh
+  scale = hd ** -0.5
+  qg = q.reshape(r, kvh, g, hd)
+  sp = jnp.einsum("bskgh,bpkh->bskgp", qg.reshape(b, num_samples, kvh, g, hd), kp,
+                  preferred_element_type=jnp.float32) * scale
+  sp = jnp.where(allowed_p[:, None, None, None, :], sp, _NEG).reshape(r, kvh, g, -1)
+  sg = jnp.einsum("rkgh,rnkh->rkgn", qg, kg, preferred_element_type=jnp.float32) * scale
+  sg = jnp.where(allowed_g, sg, _NEG)
+  probs = jax.nn.softmax(jnp.concatenate([sp, sg], axis=-1), axis=-1).astype(vp.dtype)
+  pp, pg = probs[..., :kp.shape[1]], probs[..., kp.shape[1]:]
+  out = jnp.einsum("bskgp,bpkh->bskgh", pp.reshape(b, num_samples, kvh, g, -1), vp).reshape(r, kvh, g, hd)
+  out = out + jnp.einsum("rkgn,rnkh->rkgh", pg, vg)
+  return out.reshape(r, 1, h, hd)
+
+
+def _top_p_filter(logits, top_p):
+  """Keeps the smallest set of most likely tokens whose probability mass reaches top_p."""
+  probs = jax.nn.softmax(logits, axis=-1)
+  sorted_p = -jnp.sort(-probs, axis=-1)
+  before = jnp.cumsum(sorted_p, axis=-1) - sorted_p  # mass strictly ahead of each token
+  n_keep = jnp.maximum(jnp.sum(before < top_p, axis=-1, keepdims=True), 1)
+  threshold = jnp.take_along_axis(sorted_p, n_keep - 1, axis=-1)
+  return jnp.where(probs >= threshold, logits, -jnp.inf)
+
+
+def _select(logits, row_keys, step, temperature, top_p, st: _Static):
+  """Next token per row. Sampling is inverse-CDF with one uniform per row (cheap on CPU)."""
+  if st.greedy:
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  logits = logits.astype(jnp.float32) / temperature
+  if st.use_top_p:
+    logits = _top_p_filter(logits, top_p)
+  probs = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
+  cdf = jnp.cumsum(probs, axis=-1)
+  keys = jax.vmap(jax.random.fold_in, (0, None))(row_keys, step)
+  u = 1.0 - jax.vmap(lambda k: jax.random.uniform(k, (), jnp.float32))(keys)  # (0, 1]
+  tok = jnp.sum(cdf < u[:, None] * cdf[:, -1:], axis=-1)
+  return jnp.minimum(tok, logits.shape[-1] - 1).astype(jnp.int32)
+
+
+def _stopped(tok, out, i, st: _Static):
+  hit = jnp.zeros(tok.shape, bool)
+  for t in st.stop_ids:
+    hit |= tok == t
+  for seq in st.stop_seqs:
+    m = len(seq)
+    window = jax.lax.dynamic_slice_in_dim(out, jnp.maximum(i - m + 1, 0), m, axis=1)
+    hit |= (i >= m - 1) & jnp.all(window == jnp.asarray(seq, jnp.int32), axis=1)
+  return hit
+
+
+def _decode(graphdef, state, ids, mask, hashes, active, seed, temperature, top_p, st: _Static):
+  """ids/mask [B, P], hashes [B, 2] uint32, active [B] -> tokens [B*k, N], lengths [B*k].
+
+  Inactive rows (batch padding) start done, so they never keep the loop running.
+  """
+  model = nnx.merge(graphdef, state)
+  k, n, mesh = st.num_samples, st.max_new_tokens, st.mesh
+  b, p = ids.shape
+  r = b * k
+  base = jax.random.key(seed)
+  sample_idx = jnp.tile(jnp.arange(k, dtype=jnp.uint32), b)
+  hashes = jnp.repeat(hashes, k, axis=0)
+  row_keys = jax.vmap(lambda h, s: jax.random.fold_in(jax.random.fold_in(
+      jax.random.fold_in(base, h[0]), h[1]), s))(hashes, sample_idx)
+
+  logits, prompt_kv = _prefill(model, ids, mask, mesh)
+  n_valid = jnp.sum(mask, axis=1).astype(jnp.int32)
+  logits = _constrain(jnp.repeat(logits, k, axis=0), mesh, ("batch", None))
+  tok = _select(logits, row_keys, 0, temperature, top_p, st)
+  out = jnp.full((r, n), st.pad_id, jnp.int32).at[:, 0].set(tok)
+  out = _constrain(out, mesh, ("batch", None))
+  done = _stopped(tok, out, 0, st) | ~jnp.repeat(active, k)
+  lengths = jnp.where(done, 1, n).astype(jnp.int32)
+  fed_max = max(n - 1, 1)  # tokens ever fed back (the last one never is)
+  c = model.config
+  gen_sizes = [fed_max if c.window_for(i) is None else min(fed_max, c.window_for(i))
+               for i in range(c.num_hidden_layers)]
+  dt = prompt_kv[0][0].dtype
+  gen_kv = [tuple(_constrain(jnp.zeros((r, s, c.num_key_value_heads, c.head_dim), dt), mesh, _CACHE_AXES)
+                  for _ in range(2)) for s in gen_sizes]
+  positions0 = jnp.repeat(n_valid, k)
+  prompt_valid = mask.astype(bool)
+
+  def body(carry):
+    i, tok, done, out, lengths, gen_kv = carry
+    g = i - 1  # generated index of the token fed now; it sits at column p + g
+    x = model.embed(tok[:, None])
+    pos = (positions0 + g)[:, None]
+    new_kv = []
+    for li, block in enumerate(model.blocks):
+      attn = block.attn
+      q, kk, vv = attn.project(x, pos)
+      size = gen_sizes[li]
+      slot = g % size
+      kg = jax.lax.dynamic_update_slice_in_dim(gen_kv[li][0], kk.astype(dt), slot, axis=1)
+      vg = jax.lax.dynamic_update_slice_in_dim(gen_kv[li][1], vv.astype(dt), slot, axis=1)
+      new_kv.append((kg, vg))
+      kp, vp = prompt_kv[li]
+      pk = kp.shape[1]
+      slots = jnp.arange(size)
+      slot_gen = g - jnp.mod(g - slots, size)  # generated index held by each slot (<0: empty)
+      allowed_g = slot_gen >= 0
+      allowed_p = prompt_valid[:, p - pk:]
+      if attn.window is not None:
+        allowed_p = allowed_p & ((p + g) - jnp.arange(p - pk, p) < attn.window)[None]
+      o = _shared_attend(q[:, 0], kp, vp, allowed_p, kg, vg, allowed_g, k)
+      h = x + rms_norm(attn.output(o), block.post_attention_norm[...], block.eps).astype(x.dtype)
+      x = h + rms_norm(block.mlp(h), block.post_feedforward_norm[...], block.eps).astype(x.dtype)
+    logits = model.logits_from_hidden(x[:, 0])
+    nxt = _select(logits, row_keys, i, temperature, top_p, st)
+    nxt = jnp.where(done, st.pad_id, nxt)
+    out = jax.lax.dynamic_update_slice_in_dim(out, nxt[:, None], i, axis=1)
+    newly = ~done & _stopped(nxt, out, i, st)
+    lengths = jnp.where(newly, i + 1, lengths)
+    return i + 1, nxt, done | newly, out, lengths, new_kv
+
+  def cond(carry):
+    return (carry[0] < n) & ~jnp.all(carry[2])
+
+  carry = (jnp.int32(1), tok, done, out, lengths, gen_kv)
+  _, _, _, out, lengths, _ = jax.lax.while_loop(cond, body, carry)
+  return out, lengths
+
+
+_decode_jit = jax.jit(_decode, static_argnames=("graphdef", "st"))
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def sample_arrays(model: Olmo3, input_ids, attention_mask, hashes, params: SamplingParams, *,
+                  pad_id: int, eos_id: int | None = None, active=None,
+                  mesh: jax.sharding.Mesh | None = None, graphdef_state=None):
+  """Lower level: left-padded [B, P] arrays in, (tokens [B, k, N], lengths [B, k]) numpy out.
+
+  `hashes` [B, 2] uint32 name each row's random stream (see `question_hash`); rows with
+  `active` False (batch padding) are not decoded past the first token. B must divide
+  over the mesh's batch axes. Tokens after a row's stop token are `pad_id`; `lengths` count
+  tokens up to and including the stop token. Pass `graphdef_state=nnx.split(model)` to skip
+  the split on repeated calls.
+  """
+  params.validate()
+  stop_ids = tuple(sorted(set(params.stop_token_ids) | ({int(eos_id)} if eos_id is not None else set())))
+  st = _Static(params.num_samples, params.max_new_tokens, stop_ids, params.stop_sequences,
+               params.greedy, params.top_p < 1.0, int(pad_id), mesh)
+  graphdef, state = graphdef_state or nnx.split(model)
+  ids = np.asarray(input_ids, np.int32)
+  mask = np.asarray(attention_mask, np.int32)
+  hashes = np.asarray(hashes, np.uint32)
+  active = np.ones(ids.shape[0], bool) if active is None else np.asarray(active, bool)
+  if mesh is not None:
+    put = lambda x: jax.device_put(x, sharding_lib.batch_sharding(mesh, x.ndim, batch_size=x.shape[0]))
+    ids, mask, hashes, active = put(ids), put(mask), put(hashes), put(active)
+  temperature = np.float32(params.temperature if params.temperature > 0 else 1.0)
+  out, lengths = _decode_jit(graphdef, state, ids, mask, hashes, active, np.uint32(params.seed % 2**32),
+                             temperature, np.float32(params.top_p), st=st)
+  b, k = input_ids.shape[0], params.num_samples
+  return (np.asarray(out).reshape(b, k, params.max_new_tokens), np.asarray(lengths).reshape(b, k))
+
+
+def generate(model: Olmo3, prompts: Sequence[Sequence[int]], question_ids: Sequence[str],
+             params: SamplingParams, *, pad_id: int, eos_id: int | None = None,
+             mesh: jax.sharding.Mesh | None = None, batch_multiple: int = 1,
+             graphdef_state=None) -> list[list[list[int]]]:
+  """Per prompt, k token lists, each cut after its first stop token / stop sequence / EOS.
+
+  All prompts run as one batch, padded to `prompt_bucket(longest)` on the left; the batch is
+  padded with dummy rows to a multiple of `batch_multiple` (and of the mesh's batch axes), so
+  a short last batch can reuse the compiled program of the full ones.
+  """
+  if len(prompts) != len(question_ids):
+    raise ValueError(f"{len(prompts)} prompts but {len(question_ids)} question ids")
+  if not prompts:
+    return []
+  vocab = model.config.vocab_size
+  for i, prompt in enumerate(prompts):
+    if len(prompt) == 0:
+      raise ValueError(f"prompt {i} ({question_ids[i]!r}) is empty")
+    if min(prompt) < 0 or max(prompt) >= vocab:
+      raise ValueError(f"prompt {i} ({question_ids[i]!r}) has token ids outside [0, {vocab})")
+  length = prompt_bucket(max(len(p) for p in prompts))
+  if length + params.max_new_tokens > model.config.max_position_embeddings:
+    raise ValueError(f"prompt bucket {length} + max_new_tokens {params.max_new_tokens} exceeds "
+                     f"max_position_embeddings {model.config.max_position_embeddings}")
+  multiple = batch_multiple
+  if mesh is not None:
+    axes = sharding_lib.logical_to_spec(("batch",), mesh=mesh)[0] or ()
+    axes = (axes,) if isinstance(axes, str) else axes
+    multiple = np.lcm(multiple, int(np.prod([mesh.shape[a] for a in axes])))
+  b = -(-len(prompts) // multiple) * multiple
+  rows = list(prompts) + [prompts[0]] * (b - len(prompts))
+  ids, mask = left_pad(rows, length, pad_id)
+  hashes = np.array([question_hash(q) for q in question_ids] + [(0, 0)] * (b - len(prompts)), np.uint32)
+  active = np.arange(b) < len(prompts)
+  out, lengths = sample_arrays(model, ids, mask, hashes, params, pad_id=pad_id, eos_id=eos_id,
+                               active=active, mesh=mesh, graphdef_state=graphdef_state)
+  return [[out[i, j, :lengths[i, j]].tolist() for j in range(params.num_samples)]
+          for i in range(len(prompts))]
