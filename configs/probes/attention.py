@@ -1,0 +1,18 @@
+"""Attention probe: learned queries attend over the middle layer's last prompt-token states.
+
+  python -m launch.extract --config=configs/probes/attention.py:testbed \
+      --config.data.checkpoint=runs/testbed/checkpoints/step_1200 \
+      --config.data.tasks=syn_add,syn_sort --config.data.features=runs/features
+  python -m launch.train_probes --config=configs/probes/attention.py:testbed \
+      --config.data.features=runs/features --config.data.labels=runs/labels \
+      --config.out=runs/probes/attention
+"""
+from configs.probes import common
+
+
+def get_config(arg=None):
+  c = common.base_config("attention", arg)
+  common.use_tokens(c, arg)
+  c.hidden, c.n_queries = 64, 4
+  c.lr, c.wd, c.epochs, c.batch, c.patience = 1e-3, 1e-2, 60, 128, 8
+  return c

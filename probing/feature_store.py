@@ -1,0 +1,177 @@
+"""The on-disk feature store: one directory per (checkpoint, task), version `FORMAT`.
+
+Readers and writers of the format documented in `probing.features` (which re-exports these).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from models import version
+
+FORMAT = "olmo-probe-features/1"
+SIDECAR = "features.json"
+POOLINGS = ("last", "mean")
+
+
+class FeatureError(ValueError):
+  """Bad extraction input or a feature store that cannot be read; the message names the culprit."""
+
+
+@dataclasses.dataclass
+class FeatureSet:
+  """Extracted rows of one (checkpoint, task): `meta` is the sidecar, `arrays` the columns."""
+  meta: dict
+  arrays: dict[str, np.ndarray]
+
+  @property
+  def question_ids(self) -> list[str]:
+    return list(self.meta["question_ids"])
+
+  @property
+  def layers(self) -> tuple[int, ...]:
+    return tuple(self.meta["layers"])
+
+  def __len__(self) -> int:
+    return len(self.meta["question_ids"])
+
+  def pooled(self, pooling: str, layers: Sequence[int]) -> np.ndarray:
+    """[N, len(layers), F] float32; pooling 'last', 'mean' or 'last+mean' (F = 2D)."""
+    where = f"features of {self.meta.get('checkpoint')!r}/{self.meta.get('task')!r}"
+    missing = [i for i in layers if i not in self.layers]
+    if missing:
+      raise FeatureError(f"{where}: layers {missing} were not extracted (store has {list(self.layers)})")
+    parts = []
+    for p in pooling.split("+"):
+      if p not in self.arrays:
+        raise FeatureError(f"{where}: pooling {p!r} was not extracted (store has "
+                           f"{[k for k in POOLINGS if k in self.arrays]})")
+      idx = [self.layers.index(i) for i in layers]
+      parts.append(self.arrays[p][:, idx].astype(np.float32))
+    return np.concatenate(parts, axis=-1)
+
+
+# ----------------------------------------------------------------------------- provenance
+
+
+def _sha(text: str) -> str:
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def tokenizer_hash(tokenizer) -> str:
+  """`probing.tokenizer.tokenizer_hash` for tokenizers with a fingerprint, else one from behaviour."""
+  if callable(getattr(tokenizer, "fingerprint", None)):
+    return _sha(str(tokenizer.fingerprint()))  # = probing.tokenizer.tokenizer_hash
+  probe = "The quick brown fox: 12+34=46; def f(x):\n\treturn x ** 2"
+  return _sha(json.dumps([type(tokenizer).__name__, getattr(tokenizer, "vocab_size", None),
+                          getattr(tokenizer, "eos_id", None), getattr(tokenizer, "pad_id", None),
+                          list(tokenizer.encode(probe))]))
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+  """`models.version.code_version()` + a hash of the sources that define features and probes
+  (so uncommitted edits still change it)."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  digest = hashlib.sha256()
+  for s in (("probing", "features.py"), ("probing", "probes.py"), ("models", "olmo3.py")):
+    with open(os.path.join(root, *s), "rb") as f:
+      digest.update(f.read())
+  return f"{version.code_version()}+src.{digest.hexdigest()[:12]}"
+
+
+# ----------------------------------------------------------------------------- store I/O
+
+
+def _atomic_npz(path: str, arrays: Mapping[str, np.ndarray]) -> None:
+  tmp = f"{path}.tmp{os.getpid()}"
+  try:
+    with open(tmp, "wb") as f:
+      np.savez(f, **arrays)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def _atomic_json(path: str, obj: Any) -> None:
+  tmp = f"{path}.tmp{os.getpid()}"
+  try:
+    with open(tmp, "w") as f:
+      json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def _process_file(index: int, count: int) -> str:
+  return f"features.p{index:05d}-of-{count:05d}.npz"
+
+
+def _read_npz(path: str) -> dict[str, np.ndarray]:
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      return {k: z[k] for k in z.files}
+  except (OSError, ValueError, EOFError) as e:
+    raise FeatureError(f"{path}: unreadable feature file ({e})") from None
+
+
+def load_features(path: str | os.PathLike) -> FeatureSet:
+  """Reads a complete store, merging the per-process files into sidecar order."""
+  path = os.fspath(path)
+  side = os.path.join(path, SIDECAR)
+  if not os.path.exists(side):
+    raise FeatureError(f"{path}: not a complete feature store (no {SIDECAR})")
+  with open(side) as f:
+    meta = json.load(f)
+  if meta.get("format") != FORMAT:
+    raise FeatureError(f"{side}: format {meta.get('format')!r}, expected {FORMAT!r}")
+  parts = [_read_npz(os.path.join(path, name)) for name in meta["files"]]
+  merged = {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
+  ids = [str(q) for q in merged.pop("question_id")]
+  where = {q: i for i, q in enumerate(ids)}
+  missing = [q for q in meta["question_ids"] if q not in where]
+  if missing or len(ids) != len(meta["question_ids"]):
+    raise FeatureError(f"{path}: files hold {len(ids)} rows; the sidecar lists "
+                       f"{len(meta['question_ids'])} questions (missing e.g. {missing[:3]})")
+  order = np.asarray([where[q] for q in meta["question_ids"]], np.int64)
+  return FeatureSet(meta, {k: v[order] for k, v in merged.items()})
+
+
+def find_stores(root: str | os.PathLike) -> list[str]:
+  """Every complete store directory under root (sorted)."""
+  out = []
+  for d, _, files in os.walk(os.fspath(root)):
+    if SIDECAR in files:
+      out.append(d)
+  return sorted(out)
+
+
+def store_dir(root: str | os.PathLike, checkpoint: str, task: str) -> str:
+  return os.path.join(os.fspath(root), checkpoint, task)
+
+
+
+
+def load_feature_sets(root: str | os.PathLike, *, tasks: Sequence[str] | None = None,
+                      checkpoints: Sequence[str] | None = None) -> list[FeatureSet]:
+  """Every complete store under root, optionally only some tasks / checkpoints."""
+  sets = []
+  for d in find_stores(root):
+    with open(os.path.join(d, SIDECAR)) as f:
+      meta = json.load(f)
+    if (tasks and meta.get("task") not in tasks) or (checkpoints and meta.get("checkpoint") not in checkpoints):
+      continue
+    sets.append(load_features(d))
+  if not sets:
+    raise FeatureError(f"{os.fspath(root)}: no complete feature stores"
+                       + (f" for tasks {list(tasks)}" if tasks else "")
+                       + (f" and checkpoints {list(checkpoints)}" if checkpoints else ""))
+  return sets

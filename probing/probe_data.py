@@ -1,0 +1,254 @@
+"""Probe training rows: feature stores joined with labels, leak-free splits, standardization.
+
+Rows are (checkpoint, task, question). `build_data` joins feature sets with label records
+(c correct of k samples) by (checkpoint, task, question_id) and refuses anything that does not
+match. Splits:
+  * by question, hash-stable: a question is a test question when sha256("task/question_id")
+    maps below `test_frac`; validation questions are drawn the same way (salted) from the rest;
+  * by checkpoint (earlier predicts later): train/val rows come from checkpoints with
+    step <= s, test rows from held-out questions at steps > s. By default s is the step of the
+    first 40% of checkpoints (at least 3, always leaving one later).
+Standardization statistics are fitted on the rows given (training rows only, by the caller).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from probing.feature_store import FeatureError, FeatureSet
+
+
+def read_labels(paths: str | os.PathLike | Sequence[str]) -> list[dict]:
+  """Label records from JSONL files (comma-separated or a list; a directory means its *.jsonl).
+
+  Lines without a question_id (e.g. a provenance header) are skipped.
+  """
+  if isinstance(paths, (str, os.PathLike)):
+    paths = [p for p in str(paths).split(",") if p]
+  files = []
+  for p in paths:
+    files += (sorted(os.path.join(p, f) for f in os.listdir(p) if f.endswith(".jsonl"))
+              if os.path.isdir(p) else [p])
+  out = []
+  for f in files:
+    with open(f) as fh:
+      for n, line in enumerate(fh, 1):
+        if line.strip():
+          try:
+            r = json.loads(line)
+          except json.JSONDecodeError as e:
+            raise FeatureError(f"{f}:{n}: not JSON ({e})") from None
+          if "question_id" in r:
+            out.append(r)
+  if not out:
+    raise FeatureError(f"no label records in {files}")
+  return out
+
+
+@dataclasses.dataclass
+class ProbeData:
+  """Row-aligned arrays: ids, labels (NaN when unlabeled) and probe inputs (raw)."""
+  checkpoint: np.ndarray
+  step: np.ndarray
+  task: np.ndarray
+  question_id: np.ndarray
+  c: np.ndarray
+  k: np.ndarray
+  difficulty: np.ndarray
+  greedy: np.ndarray
+  inputs: dict[str, np.ndarray]
+  meta: dict
+
+  def __len__(self) -> int:
+    return len(self.question_id)
+
+  @property
+  def y(self) -> np.ndarray:
+    return self.c / self.k
+
+  def subset(self, rows) -> "ProbeData":
+    rows = np.asarray(rows)
+    pick = lambda a: a[rows]  # noqa: E731
+    return dataclasses.replace(
+        self, **{f: pick(getattr(self, f)) for f in ("checkpoint", "step", "task", "question_id",
+                                                     "c", "k", "difficulty", "greedy")},
+        inputs={k: pick(v) for k, v in self.inputs.items()})
+
+
+def _label_index(labels: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], Mapping]:
+  out = {}
+  for i, r in enumerate(labels):
+    missing = [f for f in ("checkpoint", "checkpoint_step", "task", "question_id", "c", "k") if f not in r]
+    if missing:
+      raise FeatureError(f"label record {i}: missing field(s) {missing}")
+    key = (str(r["checkpoint"]), str(r["task"]), str(r["question_id"]))
+    if key in out:
+      raise FeatureError(f"labels: duplicate record for checkpoint={key[0]!r} task={key[1]!r} "
+                         f"question={key[2]!r}")
+    if not 0 <= float(r["c"]) <= float(r["k"]) or float(r["k"]) <= 0:
+      raise FeatureError(f"labels: checkpoint={key[0]!r} task={key[1]!r} question={key[2]!r} has "
+                         f"c={r['c']}, k={r['k']} (need 0 <= c <= k, k > 0)")
+    out[key] = r
+  return out
+
+
+def build_data(feature_sets: Sequence[FeatureSet], labels: Iterable[Mapping[str, Any]] | None = None,
+               *, layers: Sequence[int] = (), pooling: str = "mean", tokens: bool = False,
+               nll: bool = False) -> ProbeData:
+  """Joins feature sets with labels by (checkpoint, task, question_id).
+
+  Without labels the rows are unlabeled (for prediction). With labels, every feature set must
+  have labels for exactly its questions at the same checkpoint_step; anything else raises a
+  FeatureError naming the checkpoint, task and questions, before anything is trained or written.
+  """
+  if not feature_sets:
+    raise FeatureError("no feature sets given")
+  index = None if labels is None else _label_index(labels)
+  widths = {fs.meta.get("hidden_size") for fs in feature_sets}
+  if len(widths) > 1:
+    raise FeatureError(f"feature sets have different hidden sizes {sorted(widths)}")
+  hashes = {fs.meta.get("tokenizer_hash") for fs in feature_sets}
+  if len(hashes) > 1:
+    raise FeatureError(f"feature sets come from different tokenizers {sorted(map(str, hashes))}")
+  formats: dict[str, set] = {}
+  for fs in feature_sets:
+    formats.setdefault(str(fs.meta["task"]), set()).add(fs.meta.get("prompt_format_hash"))
+  changed = {t: sorted(map(str, v)) for t, v in formats.items() if len(v) > 1}
+  if changed:
+    raise FeatureError(f"prompt formats differ across checkpoints for task(s) {changed}")
+  cols: dict[str, list] = {k: [] for k in ("checkpoint", "step", "task", "question_id", "c", "k",
+                                           "difficulty", "greedy")}
+  inputs: dict[str, list] = {}
+  token_layers = set()
+  for fs in feature_sets:
+    ck, task, step = str(fs.meta["checkpoint"]), str(fs.meta["task"]), int(fs.meta["checkpoint_step"])
+    where = f"features of checkpoint {ck!r} task {task!r}"
+    qids = fs.question_ids
+    arrays = {}
+    if layers:
+      arrays["x"] = fs.pooled(pooling, layers)
+    if tokens:
+      if "tokens" not in fs.arrays:
+        raise FeatureError(f"{where}: no token states (extract with token_layer set)")
+      token_layers.add(fs.meta.get("token_layer"))
+      arrays["tokens"] = fs.arrays["tokens"].astype(np.float32)
+      arrays["tokens_mask"] = fs.arrays["tokens_mask"].astype(bool)
+    if nll:
+      if "nll_mean" not in fs.arrays:
+        raise FeatureError(f"{where}: no gold-answer NLL (extract with hybrid=True)")
+      arrays["nll"] = np.stack([fs.arrays["nll_mean"], fs.arrays["nll_sum"]], 1).astype(np.float32)
+    for name, a in arrays.items():
+      if a.dtype.kind == "f" and not np.isfinite(a).all():
+        bad = np.flatnonzero(~np.isfinite(a.reshape(len(a), -1)).all(axis=1))
+        raise FeatureError(f"{where}: {name} has NaN/inf for question(s) "
+                           f"{[qids[i] for i in bad[:5]]} ({len(bad)} rows)")
+      inputs.setdefault(name, []).append(a)
+    if index is not None:
+      got = {q for (c, t, q) in index if c == ck and t == task}
+      if not got:
+        cks = sorted({c for (c, t, _) in index if t == task})
+        raise FeatureError(f"{where}: labels have no records for this checkpoint (labels of task "
+                           f"{task!r} cover checkpoints {cks[:10]})")
+      no_label, no_feat = [q for q in qids if q not in got], sorted(got - set(qids))
+      if no_label or no_feat:
+        raise FeatureError(f"{where}: questions do not match the labels: {len(no_label)} without "
+                           f"labels (e.g. {no_label[:3]}), {len(no_feat)} labeled but not extracted "
+                           f"(e.g. {no_feat[:3]})")
+    for q in qids:
+      r = index[(ck, task, q)] if index is not None else {}
+      if r and int(r["checkpoint_step"]) != step:
+        raise FeatureError(f"{where}: checkpoint_step {step} but labels say {r['checkpoint_step']}")
+      cols["checkpoint"].append(ck)
+      cols["step"].append(step)
+      cols["task"].append(task)
+      cols["question_id"].append(q)
+      cols["c"].append(float(r.get("c", np.nan)))
+      cols["k"].append(float(r.get("k", np.nan)))
+      d, g = r.get("difficulty"), r.get("greedy")
+      cols["difficulty"].append(np.nan if d is None else float(d))
+      cols["greedy"].append(np.nan if g is None else float(g))
+  if len(token_layers) > 1:
+    raise FeatureError(f"feature sets hold token states of different layers {sorted(token_layers)}")
+  arr = {k: np.asarray(v, dtype=object if k in ("checkpoint", "task", "question_id") else None)
+         for k, v in cols.items()}
+  meta = {"layers": list(layers), "pooling": pooling, "token_layer": next(iter(token_layers), None),
+          "hidden_size": widths.pop(), "features": [
+              {k: fs.meta.get(k) for k in ("checkpoint", "checkpoint_step", "task", "tokenizer_hash",
+                                           "prompt_format_hash", "code_version")}
+              for fs in feature_sets]}
+  return ProbeData(**arr, inputs={k: np.concatenate(v) for k, v in inputs.items()}, meta=meta)
+
+
+# ----------------------------------------------------------------------------- splits
+
+
+def split_unit(task: str, question_id: str, salt: str = "") -> float:
+  """A uniform number in [0, 1) from sha256 of the task and question id (process-independent)."""
+  h = hashlib.sha256(f"{salt}{task}/{question_id}".encode()).digest()
+  return int.from_bytes(h[:8], "big") / 2.0 ** 64
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  train: np.ndarray
+  val: np.ndarray
+  test: np.ndarray
+  train_upto_step: int | None
+
+
+def default_train_upto(steps: Sequence[int], frac: float = 0.4, min_checkpoints: int = 3) -> int:
+  s = sorted(set(int(x) for x in steps))
+  if len(s) < 2:
+    raise ValueError(f"earlier-predicts-later needs >= 2 checkpoints, got steps {s}")
+  n = min(max(min_checkpoints, math.ceil(frac * len(s))), len(s) - 1)
+  return s[n - 1]
+
+
+def make_split(data: ProbeData, *, test_frac: float = 0.3, val_frac: float = 0.15,
+               earlier_predicts_later: bool = True, train_upto_step: int | None = None,
+               train_checkpoint_frac: float = 0.4, min_train_checkpoints: int = 3) -> Split:
+  """Question split (hash-stable) x checkpoint split (train on steps <= s, test on later)."""
+  unit = np.asarray([split_unit(t, q) for t, q in zip(data.task, data.question_id)])
+  vunit = np.asarray([split_unit(t, q, "val/") for t, q in zip(data.task, data.question_id)])
+  test_q = unit < test_frac
+  val_q = ~test_q & (vunit < val_frac)
+  if earlier_predicts_later:
+    s = train_upto_step if train_upto_step is not None else default_train_upto(
+        data.step, train_checkpoint_frac, min_train_checkpoints)
+    early = data.step <= s
+    return Split(~test_q & ~val_q & early, val_q & early, test_q & ~early, int(s))
+  return Split(~test_q & ~val_q, val_q, test_q, None)
+
+
+# ----------------------------------------------------------------------------- standardization
+
+
+def fit_standardizer(inputs: Mapping[str, np.ndarray], family: str) -> dict[str, np.ndarray]:
+  """Mean/std per feature from the given (training) rows only; tiny stds become 1."""
+  def ms(a, axis):
+    m, s = a.mean(axis=axis), a.std(axis=axis)
+    return m.astype(np.float32), np.where(s < 1e-6, 1.0, s).astype(np.float32)
+  stats = {}
+  if "x" in inputs:
+    stats["x_mean"], stats["x_std"] = ms(inputs["x"], 0)
+  if "tokens" in inputs and family == "attention":  # the submodel reads raw residual states
+    stats["tokens_mean"], stats["tokens_std"] = ms(inputs["tokens"][inputs["tokens_mask"]], 0)
+  if "nll" in inputs:
+    stats["nll_mean"], stats["nll_std"] = ms(inputs["nll"], 0)
+  return stats
+
+
+def standardize(inputs: Mapping[str, np.ndarray], stats: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  out = dict(inputs)
+  for key in ("x", "tokens", "nll"):
+    if f"{key}_mean" in stats and key in out:
+      out[key] = ((out[key] - stats[f"{key}_mean"]) / stats[f"{key}_std"]).astype(np.float32)
+  if "tokens_mean" in stats and "tokens" in out:  # keep padding positions at zero
+    out["tokens"] = np.where(out["tokens_mask"][..., None], out["tokens"], 0.0)
+  return out
