@@ -20,6 +20,7 @@ setup(
         "ml-collections",
         "safetensors",
         "tokenizers",
+        "ml_dtypes",
         "pyarrow",
         "matplotlib",
     ],

@@ -11,11 +11,13 @@ import dataclasses
 import json
 import os
 import shutil
+import struct
 import tempfile
 from typing import Callable, Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 from flax import nnx
 from safetensors import SafetensorError, safe_open
@@ -39,6 +41,7 @@ class ParamRule:
   hf_shape: tuple[int, ...]
   to_flax: Callable[[np.ndarray], np.ndarray]
   to_hf: Callable[[np.ndarray], np.ndarray]
+  read_rows: int | None = None  # allocate this many rows and read the tensor into the first ones
 
 
 def param_table(config: Olmo3Config) -> list[ParamRule]:
@@ -47,15 +50,13 @@ def param_table(config: Olmo3Config) -> list[ParamRule]:
   d, f, h, kv, hd = c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim
   v, vp = c.vocab_size, c.padded_vocab_size
 
-  def pad_rows(x):  # [V, D] -> [Vp, D] zero rows past the true vocab
-    return np.concatenate([x, np.zeros((vp - v,) + x.shape[1:], x.dtype)]) if vp > v else x
-
   def identity(x):
     return x
 
+  # Embedding and LM head are read straight into [Vp, D] buffers whose extra rows stay zero.
   rules = [
-      ParamRule("model.embed_tokens.weight", ("embedding",), (v, d), pad_rows, lambda x: x[:v]),
-      ParamRule("lm_head.weight", ("lm_head",), (v, d), lambda x: pad_rows(x).T, lambda x: x.T[:v]),
+      ParamRule("model.embed_tokens.weight", ("embedding",), (v, d), identity, lambda x: x[:v], read_rows=vp),
+      ParamRule("lm_head.weight", ("lm_head",), (v, d), np.transpose, lambda x: x.T[:v], read_rows=vp),
       ParamRule("model.norm.weight", ("final_norm",), (d,), identity, identity),
   ]
 
@@ -136,6 +137,53 @@ def _state_leaf(state: nnx.State, path: tuple):
   return node
 
 
+_NUMPY_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
+                 "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+                 "BOOL": np.bool_}
+
+
+def _header(fname: str) -> tuple[int, dict]:
+  """(offset of the data section, header dict) of a safetensors file."""
+  with open(fname, "rb") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    return 8 + n, json.loads(f.read(n))
+
+
+def _read_into(f, base: int, info: dict, rows: int | None, fname: str, key: str) -> np.ndarray:
+  """Reads one tensor's bytes with readinto into a fresh buffer (optionally with extra zero rows).
+
+  Unlike reading through a memory map, the file's pages never join our resident set, so peak
+  host memory stays near the converted model plus one tensor.
+  """
+  if info["dtype"] not in _NUMPY_DTYPES:
+    raise CheckpointError(f"{fname}: tensor {key} has unsupported dtype {info['dtype']}")
+  dtype, shape = np.dtype(_NUMPY_DTYPES[info["dtype"]]), tuple(info["shape"])
+  begin, end = info["data_offsets"]
+  if end - begin != int(np.prod(shape)) * dtype.itemsize:
+    raise CheckpointError(f"{fname}: tensor {key} spans {end - begin} bytes, shape {shape} needs "
+                          f"{int(np.prod(shape)) * dtype.itemsize}")
+  out = (np.zeros((rows,) + shape[1:], dtype) if rows and rows > shape[0] else np.empty(shape, dtype))
+  f.seek(base + begin)
+  got = f.readinto(memoryview(out[:shape[0]].reshape(-1).view(np.uint8)))
+  if got != end - begin:
+    raise CheckpointError(f"{fname}: truncated while reading tensor {key}")
+  return out
+
+
+def _load_tensor(f, base: int, header: dict, fname: str, rule: ParamRule, dtype, target) -> jax.Array:
+  """Reads, checks, transforms and places one tensor."""
+  array = _read_into(f, base, header[rule.hf_key], rule.read_rows, fname, rule.hf_key)
+  where = f"{os.path.basename(fname)}: tensor {rule.hf_key}"
+  shape = tuple(header[rule.hf_key]["shape"])
+  if shape != rule.hf_shape:
+    raise CheckpointError(f"{where} has shape {shape}, expected {rule.hf_shape} from config.json")
+  for chunk in np.array_split(array.reshape(array.shape[0], -1), max(1, array.size // (1 << 22))):
+    if not np.isfinite(chunk).all():
+      raise CheckpointError(f"{where} contains NaN or inf")
+  value = rule.to_flax(array).astype(dtype, copy=False)
+  return jax.device_put(value, target, may_alias=True)
+
+
 def load_hf(path: str | os.PathLike, *, dtype=jnp.float32, mesh: jax.sharding.Mesh | None = None,
             compute_dtype=None, on_tensor: Callable[[int, int, str, int], None] | None = None) -> Olmo3:
   """Loads a HF OLMo3 checkpoint dir (single-file or sharded) into an NNX `Olmo3`.
@@ -154,31 +202,22 @@ def load_hf(path: str | os.PathLike, *, dtype=jnp.float32, mesh: jax.sharding.Me
   _check_keys(files, rules, path)
   graphdef, abstract_state = nnx.split(abstract_model(config))
   shardings = sharding_lib.param_shardings(abstract_state, mesh)
-  handles: dict[str, object] = {}
   leaves: dict[tuple, jax.Array] = {}
-  try:
-    for i, rule in enumerate(rules):
-      fname = files[rule.hf_key]
-      if fname not in handles:
-        handles[fname] = _open(fname)
-      try:
-        array = handles[fname].get_tensor(rule.hf_key)
-      except Exception as e:  # safetensors raises several types on truncation
-        raise CheckpointError(f"{fname}: cannot read tensor {rule.hf_key} ({e})") from None
-      where = f"{os.path.basename(fname)}: tensor {rule.hf_key}"
-      if tuple(array.shape) != rule.hf_shape:
-        raise CheckpointError(f"{where} has shape {tuple(array.shape)}, expected {rule.hf_shape} "
-                              f"from config.json")
-      if not np.isfinite(array.astype(np.float32) if array.dtype.itemsize < 4 else array).all():
-        raise CheckpointError(f"{where} contains NaN or inf")
-      value = rule.to_flax(array).astype(dtype)
-      target = _state_leaf(shardings, rule.path)
-      leaves[rule.path] = jax.device_put(value, target)
-      del array, value
-      if on_tensor is not None:
-        on_tensor(i, len(rules), rule.hf_key, leaves[rule.path].nbytes)
-  finally:
-    handles.clear()
+  # Shard by shard: only one file's memory map is open at a time, so the resident set stays near
+  # the converted model plus one shard.
+  by_file: dict[str, list[ParamRule]] = {}
+  for rule in rules:
+    by_file.setdefault(files[rule.hf_key], []).append(rule)
+  done = 0
+  for fname in sorted(by_file):
+    with _open(fname):  # validates the file (header, size) before we read from it
+      base, header = _header(fname)
+    with open(fname, "rb") as f:
+      for rule in by_file[fname]:
+        leaves[rule.path] = _load_tensor(f, base, header, fname, rule, dtype, _state_leaf(shardings, rule.path))
+        done += 1
+        if on_tensor is not None:
+          on_tensor(done, len(rules), rule.hf_key, leaves[rule.path].nbytes)
 
   def fill(path, variable):
     key = tuple(int(p) if isinstance(p, int) else p for p in path)

@@ -435,16 +435,26 @@ class Attention(nnx.Module):
     return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
   def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array) -> jax.Array:
-    """q [B, Tq, H, hd], k/v [B, Tk, KV, hd], allowed [B, Tq, Tk] bool -> [B, Tq, H, hd]."""
+    """q [B, Tq, H, hd], k/v [B, Tk, KV, hd], allowed [B, Tq, Tk] bool -> [B, Tq, H, hd].
+
+    Laid out head-major ([B, KV, G*Tq, hd] against [B, KV, Tk, hd]) with the mask as an additive
+    bias and the softmax normalised after the PV product: that is the form XLA CPU fuses into one
+    kernel (scores, softmax, PV) without transposing the [.., Tq, Tk] score matrix, which
+    made the plain einsum/where/softmax form about 2x slower than torch's SDPA on CPU.
+    """
     b, tq, h, hd = q.shape
-    kvh = k.shape[2]
-    qg = q.reshape(b, tq, kvh, self.num_groups, hd)
-    scores = jnp.einsum("bqkgh,bskh->bkgqs", qg, k, preferred_element_type=jnp.float32)
-    scores = scores * (hd ** -0.5)
-    scores = jnp.where(allowed[:, None, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgqs,bskh->bqkgh", probs, v)
-    return out.reshape(b, tq, h, hd)
+    kvh, g = k.shape[2], self.num_groups
+    qt = (q * jnp.asarray(hd ** -0.5, q.dtype)).reshape(b, tq, kvh, g, hd)
+    qt = jnp.transpose(qt, (0, 2, 3, 1, 4)).reshape(b, kvh, g * tq, hd)
+    kt, vt = jnp.transpose(k, (0, 2, 1, 3)), jnp.transpose(v, (0, 2, 1, 3))
+    bias = jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
+    scores = jnp.einsum("bkqh,bksh->bkqs", qt, kt, preferred_element_type=jnp.float32)
+    scores = scores.reshape(b, kvh, g, tq, -1) + bias[:, None, None]
+    weights = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
+    total = jnp.sum(weights, axis=-1, keepdims=True)
+    out = jnp.einsum("bkgqs,bksh->bkgqh", weights.astype(v.dtype), vt,
+                     preferred_element_type=jnp.float32) / total
+    return jnp.transpose(out, (0, 3, 1, 2, 4)).astype(q.dtype).reshape(b, tq, h, hd)
 
   def output(self, attn: jax.Array) -> jax.Array:
     return jnp.einsum("btnh,nhd->btd", attn, self.o_kernel[...].astype(self.dtype))
