@@ -1,0 +1,71 @@
+"""The main job (`make demo`): the paper's experiment end to end on the embedded testbed.
+
+Pretrain a small OLMo3 on synthetic skills (in-training checkpoints) -> generative pass@1
+labels at every checkpoint -> one-pass features -> five probe families trained on the labels of
+the earliest checkpoints only -> evaluation on held-out questions at those checkpoints and at
+every later one -> report, with an in-loop monitor during the rest of pretraining.
+
+  python -m launch.demo --workdir=runs/demo
+  python -m launch.demo --workdir=runs/smoke --config=configs/experiments/demo.py:smoke
+  python -m launch.demo --config.labels.num_samples=16 --config.probe_families=linear,hybrid
+"""
+import ml_collections
+
+from configs.experiments import testbed
+
+FAMILIES = ("linear", "mlp", "attention", "submodel", "hybrid")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  preset = arg or "default"
+  if preset not in ("default", "smoke"):
+    raise ValueError(f"unknown demo preset {preset!r}; expected 'default' or 'smoke'")
+  c = ml_collections.ConfigDict()
+  c.preset = preset
+  c.seed = 0
+  c.mesh = "data=-1"
+  c.pretrain = testbed.get_config("smoke" if preset == "smoke" else None)
+  c.pretrain.mesh = c.mesh
+  # Probes train on the labels of the first `train_checkpoint_frac` of checkpoints (>= 3).
+  c.train_checkpoint_frac = 0.4
+  c.min_train_checkpoints = 3
+  c.test_frac = 0.3  # held-out questions (hash split), never seen by probes or their selection
+  c.val_frac = 0.15  # validation questions for early stopping, from the training checkpoints
+
+  c.labels = ml_collections.ConfigDict()
+  c.labels.num_samples = 8  # k
+  # T = 1: labels sample from the model's own distribution, so exp(-NLL) of the gold answer is
+  # exactly a question's pass@1 (the hybrid probe's strongest input).
+  c.labels.temperature = 1.0
+  c.labels.top_p = 1.0
+  c.labels.greedy = True
+  c.labels.batch_size = 128
+  c.labels.limit = 0  # questions per skill; 0 = all the task has
+
+  c.probe_families = ",".join(FAMILIES)
+  c.probe_preset = "testbed"  # configs/probes/*.py preset
+  c.cross_checkpoint_family = "linear"  # family retrained per split point for the heatmap
+
+  c.monitor = ml_collections.ConfigDict()
+  c.monitor.enabled = True
+  c.monitor.every = 50  # steps
+  c.monitor.family = "linear"
+
+  # Latency on one real task's shapes (the labels there are meaningless; the timing is real).
+  c.real_task = ml_collections.ConfigDict()
+  c.real_task.enabled = True
+  c.real_task.task = "gsm8k"
+  c.real_task.questions = 32
+  c.real_task.tokenizer = "gpt-neox-olmo-dolma-v1_5"  # a BPE tokenizer shipped with the task data
+  c.real_task.num_samples = 8
+  c.real_task.max_new_tokens = 0  # 0 = the task's own
+
+  if preset == "smoke":
+    c.labels.num_samples = 4
+    c.labels.limit = 24
+    c.monitor.every = 8
+    c.real_task.questions = 4
+    c.real_task.num_samples = 2
+    c.real_task.max_new_tokens = 16
+    c.test_frac = 0.4
+  return c

@@ -1,0 +1,225 @@
+"""The demo's evaluation: predictions of every family and baseline, the summary metrics, latency.
+
+All AUROCs follow ARCHITECTURE.md: computed on held-out questions within each (task, checkpoint)
+cell with >= 5 positive and >= 5 negative sampled outcomes, then averaged. "same" = the probes'
+own training checkpoints, "later" = every checkpoint after them. Each number is recomputable
+from labels.jsonl and predictions.jsonl (`summary_from_records`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from models import checkpoint as ckpt_lib
+from models import sampling
+from probing import features as features_lib
+from probing import metrics
+from probing import tasks as task_registry
+from probing import train as train_lib
+from probing.tokenizer import HFTokenizer, shipped_tokenizer_path
+
+BASELINE_PREFIX = "baseline:"
+
+
+def prediction_records(demo, probes: dict) -> list[dict]:
+  """One record per (checkpoint_step, task, question_id, probe) over every checkpoint."""
+  steps = demo.train_steps + demo.later_steps
+  records, done_baselines = [], False
+  for family, probe in probes.items():
+    data, _ = demo.data(steps, demo.families[family])
+    split, roles = demo.split(data, demo.train_steps[-1])
+    preds = {family: probe.predict(data)}
+    if not done_baselines:  # baselines fitted on the same training rows, once
+      for name, p in train_lib.baselines(data, split).items():
+        preds[BASELINE_PREFIX + name] = p
+      done_baselines = True
+    for name, p in preds.items():
+      for i in range(len(data)):
+        records.append({"checkpoint": data.checkpoint[i], "checkpoint_step": int(data.step[i]),
+                        "task": data.task[i], "question_id": data.question_id[i], "probe": name,
+                        "p": float(p[i]), "split": str(roles[i]),
+                        "checkpoint_role": "train" if data.step[i] <= demo.train_steps[-1] else "later"})
+  return records
+
+
+def _join(predictions: list[dict], labels: list[dict]) -> dict[str, list[dict]]:
+  """probe -> metric records (task, checkpoint_step, question_id, p, c, k, greedy, role) of test rows."""
+  index = {(r["checkpoint_step"], r["task"], r["question_id"]): r for r in labels}
+  out: dict[str, list[dict]] = {}
+  for p in predictions:
+    if p["split"] != "test":
+      continue
+    lab = index[(p["checkpoint_step"], p["task"], p["question_id"])]
+    out.setdefault(p["probe"], []).append({
+        "task": p["task"], "checkpoint_step": p["checkpoint_step"], "question_id": p["question_id"],
+        "p": p["p"], "c": lab["c"], "k": lab["k"], "greedy": lab.get("greedy"), "role": p["checkpoint_role"]})
+  return out
+
+
+def _auroc_block(records: list[dict]) -> dict:
+  if not records:
+    return {"mean": None, "per_task": {}, "n_cells": 0, "n_cells_skipped": 0}
+  summary = metrics.auroc_summary(records)
+  prim = summary["primary"]
+  out = {"mean": prim["mean"], "per_task": prim["per_task"], "n_cells": prim["n_cells"],
+         "n_cells_skipped": prim["n_cells_skipped"]}
+  for key in ("greedy", "pass1_ge_0.5"):
+    if key in summary:
+      out[f"{key}_mean"] = summary[key]["mean"]
+  return out
+
+
+def _accuracy_error(records: list[dict]) -> dict:
+  """|mean predicted p - measured accuracy| per (task, later checkpoint), averaged per task."""
+  cells: dict[tuple, list] = {}
+  for r in records:
+    cells.setdefault((r["task"], r["checkpoint_step"]), []).append((r["p"], r["c"] / r["k"]))
+  per_task: dict[str, list] = {}
+  for (task, _), rows in cells.items():
+    p, y = np.asarray(rows).T
+    per_task.setdefault(task, []).append(abs(float(p.mean() - y.mean())))
+  per_task_mean = {t: float(np.mean(v)) for t, v in sorted(per_task.items())}
+  return {"per_task": per_task_mean, "mean": float(np.mean(list(per_task_mean.values()))) if per_task_mean else None}
+
+
+def summary_from_records(predictions: list[dict], labels: list[dict]) -> dict:
+  """The metric part of summary.json, from the two jsonl files' records alone."""
+  joined = _join(predictions, labels)
+  fams, base = {}, {}
+  for probe, recs in sorted(joined.items()):
+    same = [r for r in recs if r["role"] == "train"]
+    later = [r for r in recs if r["role"] == "later"]
+    block = {"auroc_same_checkpoint": _auroc_block(same), "auroc_later_checkpoints": _auroc_block(later),
+             "task_accuracy_abs_error": _accuracy_error(later),
+             "ece_later": metrics.ece([r["p"] for r in later], [r["c"] for r in later], [r["k"] for r in later])
+             if later else None}
+    (base if probe.startswith(BASELINE_PREFIX) else fams)[probe.removeprefix(BASELINE_PREFIX)] = block
+  pick = lambda key: {f: b[key] for f, b in fams.items()}  # noqa: E731
+  return {"auroc_same_checkpoint": pick("auroc_same_checkpoint"),
+          "auroc_later_checkpoints": pick("auroc_later_checkpoints"),
+          "task_accuracy_abs_error": pick("task_accuracy_abs_error"),
+          "ece_later_checkpoints": pick("ece_later"), "baselines": base}
+
+
+def cross_checkpoint(demo, family: str) -> metrics.CrossCheckpointMatrix:
+  """The linear family retrained with each split point i, scored at every j > i."""
+  steps = demo.train_steps + demo.later_steps
+  data, pcfg = demo.data(steps, demo.families[family])
+  labels = {(int(s), t, q): (c, k) for s, t, q, c, k in zip(data.step, data.task, data.question_id, data.c, data.k)}
+  by_upto = {}
+  for upto in steps[demo.cfg.min_train_checkpoints - 1:-1]:
+    split, roles = demo.split(data, upto)
+    probe = train_lib.train_probe(data, split, pcfg)
+    p = probe.predict(data)
+    test = (roles == "test") & (data.step > upto)
+    by_upto[upto] = [{"task": data.task[i], "checkpoint_step": int(data.step[i]), "question_id": data.question_id[i],
+                      "p": float(p[i]), "c": labels[(int(data.step[i]), data.task[i], data.question_id[i])][0],
+                      "k": labels[(int(data.step[i]), data.task[i], data.question_id[i])][1]}
+                     for i in np.flatnonzero(test)]
+  return metrics.cross_checkpoint_matrix(by_upto, test_steps=steps[1:])
+
+
+# ----------------------------------------------------------------------------- latency
+
+
+def _timed(fn, repeats: int = 2) -> dict:
+  """Cold (first, compiling) and warm (median of the rest) wall seconds of fn()."""
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return {"cold": times[0], "warm": float(np.median(times[1:])) if len(times) > 1 else times[0]}
+
+
+def latency_same_checkpoint(demo, probes: dict, step: int, path: str) -> dict:
+  """Generative labels vs extraction + every probe, same checkpoint and questions, warm."""
+  import tempfile
+  from probing import labels as labels_lib
+
+  def generative():
+    with tempfile.TemporaryDirectory() as tmp:
+      labels_lib.run(demo.label_config(path, tmp), log=lambda _: None)
+
+  model = ckpt_lib.load(path)
+  questions = {t: list(task_registry.get(t).questions(demo.cfg.labels.limit or None)) for t in demo.task_names}
+
+  def probe():
+    sets = [features_lib.extract(ckpt_lib.load(path), demo.tokenizer, qs, demo.extract_spec, task=t,
+                                 checkpoint="latency", checkpoint_step=step) for t, qs in questions.items()]
+    for family, trained in probes.items():
+      card = trained.card
+      data = train_lib.build_data(sets, None, layers=tuple(card["layers"]), pooling=card["pooling"],
+                                  tokens=trained.spec.uses_tokens, nll=trained.spec.uses_nll)
+      trained.predict(data)
+
+  del model
+  gen, prb = _timed(generative, 3), _timed(probe, 3)
+  n = sum(len(q) for q in questions.values())
+  return {"generative_eval": gen["warm"], "probe": prb["warm"], "ratio": gen["warm"] / prb["warm"],
+          "cold": {"generative_eval": gen["cold"], "probe": prb["cold"]}, "questions": n,
+          "checkpoint_step": step, "num_samples": demo.cfg.labels.num_samples,
+          "probe_includes": f"checkpoint load, one extraction pass, and all {len(probes)} families"}
+
+
+class _FoldedTokenizer:
+  """A real BPE tokenizer whose ids are folded into the testbed vocabulary (for shapes only)."""
+
+  def __init__(self, inner, vocab_size: int, reserved: int = 3):
+    self.inner, self.vocab_size, self.reserved = inner, vocab_size, reserved
+    self.pad_id, self.eos_id, self.bos_id = 0, 2, 1
+
+  def encode(self, text):
+    return [self.reserved + i % (self.vocab_size - self.reserved) for i in self.inner.encode(text)]
+
+  def encode_batch(self, texts):
+    return [self.encode(t) for t in texts]
+
+  def fingerprint(self):
+    return "folded:" + self.inner.fingerprint()
+
+
+def latency_real_task(demo, probe, path: str) -> dict:
+  """One real task's shapes (prompt lengths from its BPE tokenizer, k samples up to its
+  max_new_tokens) on the testbed model: the labels are meaningless, the timing is real."""
+  rc = demo.cfg.real_task
+  task = task_registry.get(rc.task)
+  questions = list(task.questions(rc.questions))
+  model = ckpt_lib.load(path)
+  tok = _FoldedTokenizer(HFTokenizer(shipped_tokenizer_path(rc.tokenizer)), model.config.vocab_size)
+  prompts = [tok.encode(q.prompt) for q in questions]
+  max_new = int(rc.max_new_tokens or task.max_new_tokens)
+  params = sampling.SamplingParams(temperature=1.0, top_p=1.0, num_samples=int(rc.num_samples),
+                                   max_new_tokens=max_new, seed=0)
+  ids = [f"{task.name}/{q.id}" for q in questions]
+  generated = []
+
+  def generative():  # no stop tokens: every sample runs to max_new_tokens, as a long answer would
+    out = sampling.generate(model, prompts, ids, params, pad_id=tok.pad_id, eos_id=None)
+    generated.append(sum(len(t) for per_q in out for t in per_q))
+
+  longest = max(len(p) for p in prompts)
+  spec = dataclasses.replace(demo.extract_spec, max_prompt_tokens=max(2048, longest),
+                             max_reference_tokens=max_new, token_cap=demo.extract_spec.token_cap,
+                             batch_size=8)
+  stand_in = demo.task_names[0]  # probes know the testbed tasks; the head's cost is what is timed
+
+  def probe_pass():
+    fs = features_lib.extract(ckpt_lib.load(path), tok, questions, spec, task=stand_in, checkpoint="latency",
+                              checkpoint_step=0)
+    # The probe refuses features of another tokenizer; here that is the point (shapes only).
+    fs.meta["tokenizer_hash"] = (probe.card.get("features") or [{}])[0].get("tokenizer_hash")
+    card = probe.card
+    data = train_lib.build_data([fs], None, layers=tuple(card["layers"]), pooling=card["pooling"],
+                                tokens=probe.spec.uses_tokens, nll=probe.spec.uses_nll)
+    probe.predict(data)
+
+  gen, prb = _timed(generative, 2), _timed(probe_pass, 3)
+  return {"generative_eval": gen["warm"], "probe": prb["warm"], "ratio": gen["warm"] / prb["warm"],
+          "cold": {"generative_eval": gen["cold"], "probe": prb["cold"]}, "task": rc.task,
+          "questions": len(questions), "num_samples": int(rc.num_samples), "max_new_tokens": max_new,
+          "generated_tokens": generated[-1], "prompt_tokens_median": float(np.median([len(p) for p in prompts])),
+          "prompt_tokens_max": longest, "tokenizer": rc.tokenizer,
+          "probe_includes": "checkpoint load, one prefill over prompt + gold solution (hybrid mode), one probe"}
