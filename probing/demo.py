@@ -30,6 +30,7 @@ from probing import features as features_lib
 from probing import labels as labels_lib
 from probing import pretrain
 from probing import tasks as task_registry
+from probing import tokenizer as tokenizer_lib
 from probing import train as train_lib
 from probing.monitor import ProbeMonitor
 from probing.probe_data import split_unit
@@ -104,21 +105,29 @@ class Demo:
     self.labels_dir = os.path.join(self.workdir, "labels")
     self.features_dir = os.path.join(self.workdir, "features")
     self.probes_dir = os.path.join(self.workdir, "probes")
-    self.tokenizer = CharTokenizer(synthetic.ALPHABET)
-    self.task_names = [synthetic.get_skill(s).task_name for s in cfg.pretrain.data.skills]
+    self.external = external_checkpoints(cfg)
     self.families = probe_configs(cfg)
     first = next(iter(self.families.values()))
     self.extract_spec = features_lib.spec_from_config(first.extract)
-    p = cfg.pretrain
-    self.schedule = pretrain.checkpoint_steps(p.train.steps, p.checkpoint.num, p.checkpoint.spacing,
-                                              p.checkpoint.first or None)
+    if not self.external:  # testbed prompts are 5-40 characters: pad to 16s, not 64s
+      self.extract_spec = dataclasses.replace(self.extract_spec, length_bucket=16, batch_size=256)
+    if self.external:  # real checkpoints (e.g. OLMo3 revisions) instead of the testbed run
+      self.tokenizer = tokenizer_lib.HFTokenizer(cfg.tokenizer)
+      self.task_names = [t.strip() for t in cfg.tasks.split(",") if t.strip()]
+      self.schedule = [s for s, _ in self.external]
+    else:
+      self.tokenizer = CharTokenizer(synthetic.ALPHABET)
+      self.task_names = [synthetic.get_skill(s).task_name for s in cfg.pretrain.data.skills]
+      p = cfg.pretrain
+      self.schedule = pretrain.checkpoint_steps(p.train.steps, p.checkpoint.num, p.checkpoint.spacing,
+                                                p.checkpoint.first or None)
     n = split_checkpoints(self.schedule, cfg.train_checkpoint_frac, cfg.min_train_checkpoints)
     self.train_steps, self.later_steps = self.schedule[:n], self.schedule[n:]
 
   # --------------------------------------------------------------------------- stages
 
   def checkpoints(self, steps) -> list[tuple[int, str]]:
-    have = dict(pretrain.list_checkpoints(self.pretrain_dir))
+    have = dict(self.external or pretrain.list_checkpoints(self.pretrain_dir))
     missing = [s for s in steps if s not in have]
     if missing:
       raise RuntimeError(f"pretraining left no checkpoint for steps {missing}")
@@ -129,7 +138,11 @@ class Demo:
     lc = self.cfg.labels
     c.checkpoint, c.tasks, c.out_dir = path, ",".join(self.task_names), out_dir
     c.num_samples, c.temperature, c.top_p, c.greedy = lc.num_samples, lc.temperature, lc.top_p, lc.greedy
-    c.batch_size, c.seed, c.mesh, c.tokenizer = lc.batch_size, self.cfg.seed, self.cfg.mesh, "char"
+    c.batch_size, c.seed, c.mesh = lc.batch_size, self.cfg.seed, self.cfg.mesh
+    c.tokenizer = self.cfg.tokenizer if self.external else "char"
+    c.dtype = self.cfg.dtype
+    if self.external:
+      c.checkpoint_step = dict((p, s) for s, p in self.external)[path]
     c.limit = lc.limit or None
     # One budget for every skill (each still stops at EOS), so one sampler program serves them all.
     c.max_new_tokens = max(task_registry.get(t).max_new_tokens for t in self.task_names)
@@ -141,8 +154,8 @@ class Demo:
 
   def extract(self, ckpts) -> None:
     for step, path in ckpts:
-      model = ckpt_lib.load(path)
-      name = ckpt_lib.read_metadata(path).get("checkpoint") or os.path.basename(path)
+      model = self.load(path)
+      name = checkpoint_name(path)
       for task_name in self.task_names:
         task = task_registry.get(task_name)
         out = features_lib.store_dir(self.features_dir, name, task_name)
@@ -161,7 +174,7 @@ class Demo:
 
   def data(self, steps, family_cfg):
     """ProbeData of the given checkpoints for one family config (features joined with labels)."""
-    names = [ckpt_lib.read_metadata(p).get("checkpoint") for _, p in self.checkpoints(steps)]
+    names = [checkpoint_name(p) for _, p in self.checkpoints(steps)]
     sets = features_lib.load_feature_sets(self.features_dir, tasks=self.task_names, checkpoints=names)
     labels = [r for r in self.labels() if r["checkpoint"] in names]
     cfg = train_lib.ProbeConfig.from_mapping(family_cfg.to_dict())
@@ -206,8 +219,13 @@ class Demo:
     out = os.path.join(self.workdir, "monitor.jsonl")
     if os.path.exists(out):
       os.remove(out)
-    return ProbeMonitor({m.family: probes[m.family]}, questions, self.tokenizer, self.extract_spec,
-                        every=m.every, log=self.log, out_path=out)
+    from probing.demo_eval import probe_spec  # the smallest extraction that feeds the probe
+    return ProbeMonitor({m.family: probes[m.family]}, questions, self.tokenizer,
+                        probe_spec(self, probes[m.family]), every=m.every, log=self.log, out_path=out)
+
+  def load(self, path: str):
+    """Our orbax checkpoint or a HF safetensors dir, in the configured dtype."""
+    return labels_lib.load_checkpoint(path, dtype=self.cfg.dtype)[0]
 
   def _quiet(self, msg: str) -> None:
     if msg.startswith("labels:"):
@@ -215,7 +233,31 @@ class Demo:
 
 
 def _model_source(path):
-  return None if path is None else ckpt_lib.load(path)
+  return None if path is None else labels_lib.load_checkpoint(path)[0]
+
+
+def checkpoint_name(path: str) -> str:
+  """The record key of a checkpoint dir (as probing.labels names it)."""
+  if ckpt_lib.is_checkpoint(path):
+    return ckpt_lib.read_metadata(path).get("checkpoint") or os.path.basename(path.rstrip("/"))
+  return os.path.basename(os.path.abspath(path).rstrip("/"))
+
+
+def external_checkpoints(cfg) -> list[tuple[int, str]]:
+  """(step, dir) of `cfg.checkpoints` (comma-separated dirs; steps from `cfg.checkpoint_steps`)."""
+  dirs = [p.strip() for p in (cfg.get("checkpoints") or "").split(",") if p.strip()]
+  if not dirs:
+    return []
+  steps = [int(s) for s in (cfg.get("checkpoint_steps") or "").split(",") if s.strip()]
+  if len(steps) != len(dirs):
+    raise ValueError(f"checkpoint_steps: {len(steps)} steps for {len(dirs)} checkpoints (give one "
+                     "monotone training step per checkpoint: OLMo3 stage counters restart)")
+  missing = [d for d in dirs if not os.path.isdir(d)]
+  if missing:
+    raise FileNotFoundError(f"checkpoints not found: {missing}")
+  if sorted(steps) != steps or len(set(steps)) != len(steps):
+    raise ValueError(f"checkpoint_steps must increase: {steps}")
+  return [(s, os.path.abspath(d)) for s, d in zip(steps, dirs)]
 
 
 def _replace_dir(path: str, write: Callable[[str], None]) -> None:
@@ -268,8 +310,9 @@ def run(cfg, workdir: str, log: Callable[[str], None] = print) -> dict:
   t_start = time.perf_counter()
   log(f"demo: {len(d.schedule)} checkpoints at steps {d.schedule}; probes train on the labels of "
       f"steps {d.train_steps}; families {list(d.families)}")
-  with d.timer("pretrain (to the last probe-training checkpoint)"):
-    pretrain.train(cfg.pretrain, d.pretrain_dir, stop_at=d.train_steps[-1])
+  if not d.external:
+    with d.timer("pretrain (to the last probe-training checkpoint)"):
+      pretrain.train(cfg.pretrain, d.pretrain_dir, stop_at=d.train_steps[-1])
   early = d.checkpoints(d.train_steps)
   with d.timer("labels (probe-training checkpoints)"):
     d.label(early)
@@ -277,12 +320,13 @@ def run(cfg, workdir: str, log: Callable[[str], None] = print) -> dict:
     d.extract(early)
   with d.timer("train probes"):
     probes = d.train_probes()
-  monitor = d.monitor(probes)
+  monitor = None if d.external else d.monitor(probes)
   t_pre = time.perf_counter()
-  with d.timer("pretrain (rest, with the in-loop monitor)"):
-    info = pretrain.train(cfg.pretrain, d.pretrain_dir,
-                          callback=None if monitor is None else
-                          (lambda step, trainer: monitor.maybe_run(step, trainer.synced_model())))
+  if not d.external:
+    with d.timer("pretrain (rest, with the in-loop monitor)"):
+      info = pretrain.train(cfg.pretrain, d.pretrain_dir,
+                            callback=None if monitor is None else
+                            (lambda step, trainer: monitor.maybe_run(step, trainer.synced_model())))
   rest_seconds = time.perf_counter() - t_pre
   later = d.checkpoints(d.later_steps)
   with d.timer("labels (later checkpoints)"):
@@ -299,9 +343,9 @@ def run(cfg, workdir: str, log: Callable[[str], None] = print) -> dict:
     cross = demo_eval.cross_checkpoint(d, cfg.cross_checkpoint_family)
   with d.timer("latency"):
     last_step, last_path = later[-1]
-    summary["latency_seconds"] = demo_eval.latency_same_checkpoint(d, probes, last_step, last_path)
-    if cfg.real_task.enabled:
-      family = "hybrid" if "hybrid" in probes else next(iter(probes))
+    family = "hybrid" if "hybrid" in probes else next(iter(probes))
+    summary["latency_seconds"] = demo_eval.latency_same_checkpoint(d, probes, family, last_step, last_path)
+    if cfg.real_task.enabled and not d.external:
       summary["latency_seconds_real_task"] = demo_eval.latency_real_task(d, probes[family], last_path)
   summary["cross_checkpoint"] = {"family": cfg.cross_checkpoint_family, "train_upto_steps": cross.train_steps,
                                  "test_steps": cross.test_steps,
@@ -318,7 +362,9 @@ def run(cfg, workdir: str, log: Callable[[str], None] = print) -> dict:
       "preset": cfg.preset, "train_checkpoints": d.train_steps, "later_checkpoints": d.later_steps,
       "tasks": d.task_names, "families": list(d.families), "test_frac": cfg.test_frac, "val_frac": cfg.val_frac,
       "labels": cfg.labels.to_dict(), "extract": d.extract_spec.to_dict(),
-      "probe_configs": {f: c.to_dict() for f, c in d.families.items()}, "pretrain": cfg.pretrain.to_dict(),
+      "probe_configs": {f: c.to_dict() for f, c in d.families.items()},
+      "pretrain": None if d.external else cfg.pretrain.to_dict(),
+      "checkpoints": [p for _, p in d.external] or None,
       "selection": "no setting was chosen on test questions or later checkpoints"}
   summary["measured_accuracy"] = measured_accuracy(labels)
   summary["stage_seconds"] = dict(d.timer.seconds)

@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 
-from models import checkpoint as ckpt_lib
 from models import sampling
 from probing import features as features_lib
 from probing import metrics
@@ -134,34 +133,53 @@ def _timed(fn, repeats: int = 2) -> dict:
   return {"cold": times[0], "warm": float(np.median(times[1:])) if len(times) > 1 else times[0]}
 
 
-def latency_same_checkpoint(demo, probes: dict, step: int, path: str) -> dict:
-  """Generative labels vs extraction + every probe, same checkpoint and questions, warm."""
+def probe_spec(demo, probe) -> features_lib.ExtractSpec:
+  """The smallest extraction that feeds `probe`: its layers and pooling, tokens/NLL if it reads them."""
+  card = probe.card
+  return dataclasses.replace(
+      demo.extract_spec, layers=tuple(card["layers"]), pooling=tuple(card["pooling"].split("+")),
+      token_layer=card.get("token_layer") if probe.spec.uses_tokens else None, hybrid=probe.spec.uses_nll)
+
+
+def _predict(probe, sets) -> np.ndarray:
+  card = probe.card
+  data = train_lib.build_data(sets, None, layers=tuple(card["layers"]), pooling=card["pooling"],
+                              tokens=probe.spec.uses_tokens, nll=probe.spec.uses_nll)
+  return probe.predict(data)
+
+
+def latency_same_checkpoint(demo, probes: dict, headline: str, step: int, path: str) -> dict:
+  """Generative labels (k samples + greedy, decoded and scored) vs one-pass extraction + the probe,
+  for the same loaded checkpoint and questions. Loading the checkpoint is common to both and
+  excluded; warm runs (after compilation), the first run reported as `cold`."""
   import tempfile
   from probing import labels as labels_lib
+  with tempfile.TemporaryDirectory() as tmp:
+    setup = labels_lib.setup(demo.label_config(path, tmp))
+  questions = {t.name: list(t.questions(demo.cfg.labels.limit or None)) for t in setup.tasks}
 
   def generative():
-    with tempfile.TemporaryDirectory() as tmp:
-      labels_lib.run(demo.label_config(path, tmp), log=lambda _: None)
+    for task in setup.tasks:
+      labels_lib.label_questions(setup, task, questions[task.name])
 
-  model = ckpt_lib.load(path)
-  questions = {t: list(task_registry.get(t).questions(demo.cfg.labels.limit or None)) for t in demo.task_names}
+  def probe_pass(probe):
+    spec = probe_spec(demo, probe)
+    return lambda: _predict(probe, [features_lib.extract(setup.model, demo.tokenizer, qs, spec, task=t,
+                                                         checkpoint="latency", checkpoint_step=step)
+                                    for t, qs in questions.items()])
 
-  def probe():
-    sets = [features_lib.extract(ckpt_lib.load(path), demo.tokenizer, qs, demo.extract_spec, task=t,
-                                 checkpoint="latency", checkpoint_step=step) for t, qs in questions.items()]
-    for family, trained in probes.items():
-      card = trained.card
-      data = train_lib.build_data(sets, None, layers=tuple(card["layers"]), pooling=card["pooling"],
-                                  tokens=trained.spec.uses_tokens, nll=trained.spec.uses_nll)
-      trained.predict(data)
-
-  del model
-  gen, prb = _timed(generative, 3), _timed(probe, 3)
-  n = sum(len(q) for q in questions.values())
+  gen = _timed(generative, 3)
+  per_family = {f: _timed(probe_pass(p), 4) for f, p in probes.items()}
+  prb = per_family[headline]
   return {"generative_eval": gen["warm"], "probe": prb["warm"], "ratio": gen["warm"] / prb["warm"],
-          "cold": {"generative_eval": gen["cold"], "probe": prb["cold"]}, "questions": n,
-          "checkpoint_step": step, "num_samples": demo.cfg.labels.num_samples,
-          "probe_includes": f"checkpoint load, one extraction pass, and all {len(probes)} families"}
+          "cold": {"generative_eval": gen["cold"], "probe": prb["cold"]},
+          "per_family": {f: {"probe": t["warm"], "ratio": gen["warm"] / t["warm"], "probe_cold": t["cold"]}
+                         for f, t in per_family.items()},
+          "questions": sum(len(q) for q in questions.values()), "checkpoint_step": step,
+          "num_samples": demo.cfg.labels.num_samples, "greedy": bool(demo.cfg.labels.greedy),
+          "probe_family": headline,
+          "probe_includes": "one prefill pass (the probe's layers, pooling and gold NLL) and the probe head",
+          "generative_includes": "k samples + greedy per question, decoding, stop strings, scoring"}
 
 
 class _FoldedTokenizer:
@@ -187,7 +205,7 @@ def latency_real_task(demo, probe, path: str) -> dict:
   rc = demo.cfg.real_task
   task = task_registry.get(rc.task)
   questions = list(task.questions(rc.questions))
-  model = ckpt_lib.load(path)
+  model = demo.load(path)
   tok = _FoldedTokenizer(HFTokenizer(shipped_tokenizer_path(rc.tokenizer)), model.config.vocab_size)
   prompts = [tok.encode(q.prompt) for q in questions]
   max_new = int(rc.max_new_tokens or task.max_new_tokens)
@@ -201,20 +219,16 @@ def latency_real_task(demo, probe, path: str) -> dict:
     generated.append(sum(len(t) for per_q in out for t in per_q))
 
   longest = max(len(p) for p in prompts)
-  spec = dataclasses.replace(demo.extract_spec, max_prompt_tokens=max(2048, longest),
-                             max_reference_tokens=max_new, token_cap=demo.extract_spec.token_cap,
-                             batch_size=8)
+  spec = dataclasses.replace(probe_spec(demo, probe), max_prompt_tokens=max(2048, longest),
+                             max_reference_tokens=max_new, batch_size=8)
   stand_in = demo.task_names[0]  # probes know the testbed tasks; the head's cost is what is timed
 
   def probe_pass():
-    fs = features_lib.extract(ckpt_lib.load(path), tok, questions, spec, task=stand_in, checkpoint="latency",
+    fs = features_lib.extract(model, tok, questions, spec, task=stand_in, checkpoint="latency",
                               checkpoint_step=0)
     # The probe refuses features of another tokenizer; here that is the point (shapes only).
     fs.meta["tokenizer_hash"] = (probe.card.get("features") or [{}])[0].get("tokenizer_hash")
-    card = probe.card
-    data = train_lib.build_data([fs], None, layers=tuple(card["layers"]), pooling=card["pooling"],
-                                tokens=probe.spec.uses_tokens, nll=probe.spec.uses_nll)
-    probe.predict(data)
+    _predict(probe, [fs])
 
   gen, prb = _timed(generative, 2), _timed(probe_pass, 3)
   return {"generative_eval": gen["warm"], "probe": prb["warm"], "ratio": gen["warm"] / prb["warm"],
@@ -222,4 +236,6 @@ def latency_real_task(demo, probe, path: str) -> dict:
           "questions": len(questions), "num_samples": int(rc.num_samples), "max_new_tokens": max_new,
           "generated_tokens": generated[-1], "prompt_tokens_median": float(np.median([len(p) for p in prompts])),
           "prompt_tokens_max": longest, "tokenizer": rc.tokenizer,
-          "probe_includes": "checkpoint load, one prefill over prompt + gold solution (hybrid mode), one probe"}
+          "probe_family": probe.card["family"],
+          "probe_includes": "one prefill (prompt + gold solution for the NLL) and the probe head; "
+                            "checkpoint loading excluded from both"}

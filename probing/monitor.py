@@ -19,7 +19,9 @@ import os
 import time
 from typing import Callable, Mapping, Sequence
 
+import jax
 import numpy as np
+from flax import nnx
 
 from probing import features as features_lib
 from probing.probe_data import build_data
@@ -48,6 +50,9 @@ class ProbeMonitor:
 
   def predict(self, step: int, model) -> list[dict]:
     """Extracts features from `model` as it is now and applies every probe; returns records."""
+    # Training steps are dispatched asynchronously: wait for the queued ones first, so their time
+    # is not counted as the monitor's.
+    jax.block_until_ready(nnx.state(model, nnx.Param))
     t0 = time.perf_counter()
     sets = [features_lib.extract(model, self.tokenizer, qs, self.spec, mesh=self.mesh, checkpoint=f"live-{step}",
                                  checkpoint_step=int(step), task=task)

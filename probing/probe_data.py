@@ -98,6 +98,21 @@ def _label_index(labels: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, st
   return out
 
 
+NLL_FEATURES = 3
+
+
+def nll_features(nll_mean: np.ndarray, nll_sum: np.ndarray) -> np.ndarray:
+  """[N, 3]: mean and summed gold-answer NLL, and log(1 - p_ref) with p_ref = exp(-sum).
+
+  p_ref is the probability that sampling at T = 1 reproduces the reference exactly, so
+  logit(p_ref) = -sum - log(1 - p_ref) is linear in these features: a logistic head can
+  represent it exactly, which keeps a hybrid probe calibrated where the NLL is informative.
+  """
+  s = np.maximum(np.asarray(nll_sum, np.float64), 1e-4)
+  log_not_ref = np.log(-np.expm1(-s))
+  return np.stack([nll_mean, nll_sum, log_not_ref], 1).astype(np.float32)
+
+
 def build_data(feature_sets: Sequence[FeatureSet], labels: Iterable[Mapping[str, Any]] | None = None,
                *, layers: Sequence[int] = (), pooling: str = "mean", tokens: bool = False,
                nll: bool = False) -> ProbeData:
@@ -142,7 +157,7 @@ def build_data(feature_sets: Sequence[FeatureSet], labels: Iterable[Mapping[str,
     if nll:
       if "nll_mean" not in fs.arrays:
         raise FeatureError(f"{where}: no gold-answer NLL (extract with hybrid=True)")
-      arrays["nll"] = np.stack([fs.arrays["nll_mean"], fs.arrays["nll_sum"]], 1).astype(np.float32)
+      arrays["nll"] = nll_features(fs.arrays["nll_mean"], fs.arrays["nll_sum"])
     for name, a in arrays.items():
       if a.dtype.kind == "f" and not np.isfinite(a).all():
         bad = np.flatnonzero(~np.isfinite(a.reshape(len(a), -1)).all(axis=1))

@@ -4,7 +4,7 @@ Every probe takes a batch dict and returns logits [B]:
   x [B, L, F]          pooled states of L layers (standardized; F = D, or 2D for 'last+mean');
   tokens [B, C, D]     one layer's states of the last C prompt tokens, right-aligned, and
   tokens_mask [B, C]   which of them are real tokens;
-  nll [B, 2]           gold-answer NLL features (mean and sum; standardized);
+  nll [B, 3]           gold-answer NLL features (mean, sum, log(1 - exp(-sum)); standardized);
   task [B] int32       task index, for the optional shared head with a task embedding.
 
 Families:
@@ -44,6 +44,7 @@ import numpy as np
 from flax import nnx
 
 from models.olmo3 import Block, Olmo3Config, rms_norm
+from probing.probe_data import NLL_FEATURES
 
 FAMILIES = ("linear", "mlp", "attention", "submodel", "hybrid")
 TOKEN_FAMILIES = ("attention", "submodel")
@@ -176,7 +177,7 @@ class Probe(nnx.Module):
   def __init__(self, spec: ProbeSpec, *, rngs: nnx.Rngs):
     self.uses_nll = spec.uses_nll  # not the spec itself: module attributes must hash
     self.encoder = _ENCODERS[spec.encoder](spec, rngs=rngs)
-    dim = self.encoder.dim + (2 if spec.uses_nll else 0) + spec.task_embed_dim
+    dim = self.encoder.dim + (NLL_FEATURES if spec.uses_nll else 0) + spec.task_embed_dim
     self.task_embed = (nnx.Embed(spec.n_tasks, spec.task_embed_dim, rngs=rngs)
                        if spec.task_embed_dim else None)
     self.task_bias = nnx.Param(jnp.zeros((spec.n_tasks,)))

@@ -24,6 +24,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.preset = preset
   c.seed = 0
   c.mesh = "data=-1"
+  c.dtype = "float32"
+  # Real checkpoints instead of the testbed (see olmo3_7b.py): comma-separated dirs (HF or ours),
+  # their monotone training steps, the tasks and the tokenizer.json. Empty = the testbed.
+  c.checkpoints = ""
+  c.checkpoint_steps = ""
+  c.tasks = ""
+  c.tokenizer = ""
   c.pretrain = testbed.get_config("smoke" if preset == "smoke" else None)
   c.pretrain.mesh = c.mesh
   # Probes train on the labels of the first `train_checkpoint_frac` of checkpoints (>= 3).

@@ -1,0 +1,36 @@
+"""Generative labels: k samples per question -> per-question pass@1 records (JSONL), resumable.
+
+  python -m launch.label --config=configs/experiments/label.py \
+      --config.checkpoint=runs/testbed/checkpoints/step_000120 --config.tasks=syn_add,syn_sub \
+      --config.num_samples=8 --config.out_dir=runs/testbed/labels
+
+Rerun the same command after a kill: finished questions are skipped and the result equals an
+uninterrupted run. Bad input (unknown task, a checkpoint that does not load, invalid sampling
+settings) fails with one line on stderr and exit status 1 before any work starts.
+"""
+from __future__ import annotations
+
+from absl import app, logging
+from ml_collections import config_flags
+
+from launch import common
+
+CONFIG = config_flags.DEFINE_config_file(
+    "config", "configs/experiments/label.py", "Label config (append :real for real-task sampling).",
+    lock_config=True)
+
+
+def main(argv):
+  del argv
+  common.init_runtime()
+  from probing import labels, pretrain
+  pretrain.quiet_orbax_logs()
+  with common.user_errors():
+    summary = labels.run(CONFIG.value, log=logging.info)
+  logging.info("labels done: %d new records (%d in all) in %.1fs", summary["new_records"], summary["records"],
+               summary["seconds"])
+  print(f"labels={summary['out']} provenance={summary['provenance']}")
+
+
+if __name__ == "__main__":
+  app.run(main)

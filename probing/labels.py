@@ -1,0 +1,341 @@
+"""Generative evaluation -> per-question pass@1 labels, one JSONL record per question, resumable.
+
+For one checkpoint and a list of tasks: sample k completions per question (plus optionally a
+greedy one) with `models.sampling`, decode, cut at the task's stop strings, score with
+`task.score_many`, and append one record per (checkpoint, task, question_id) to
+`<out_dir>/<checkpoint>.jsonl`; provenance goes to the sidecar `<checkpoint>.provenance.json`.
+
+Resumable because every sample's random stream depends only on (seed, task/question id, sample
+index), batches are cut from the full ordered question list (a rerun recomputes a partly written
+batch whole and writes only its missing records, so it runs the very same programs), records
+are appended per batch with flush + fsync, and a torn last line is cut off on restart.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+import os
+import re
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from flax import nnx
+
+from models import checkpoint as ckpt_lib
+from models import convert, sampling
+from models import sharding as sharding_lib
+from models.olmo3 import as_dtype
+from models.version import code_version
+from probing import tasks as task_registry
+from probing import tokenizer as tokenizer_lib
+
+# Settings that change what a record holds: a resumed run must use the same ones.
+RESULT_KEYS = ("checkpoint", "num_samples", "temperature", "top_p", "max_new_tokens", "seed", "greedy",
+               "dtype")
+
+
+class LabelError(ValueError):
+  """Bad input found before any work starts (the launch script exits non-zero with it)."""
+
+
+@dataclasses.dataclass
+class Setup:
+  """Everything validated and loaded before the first batch."""
+  config: Any
+  model: Any
+  tokenizer: tokenizer_lib.Tokenizer
+  tasks: list
+  checkpoint: str
+  checkpoint_step: int | None
+  mesh: Any
+  params: sampling.SamplingParams  # template: per-task max_new_tokens/stops are filled in
+
+
+def _task_names(spec) -> list[str]:
+  """'gsm8k,syn_*' -> names; a pattern with * or ? expands over the registry."""
+  names = []
+  for item in (spec.split(",") if isinstance(spec, str) else spec):
+    item = item.strip()
+    if any(ch in item for ch in "*?["):
+      hits = fnmatch.filter(task_registry.names(), item)
+      if not hits:
+        raise LabelError(f"task pattern {item!r} matches no task; known: {', '.join(task_registry.names())}")
+      names += hits
+    elif item:
+      names.append(item)
+  if not names:
+    raise LabelError("no tasks given (set --config.tasks=name1,name2)")
+  return list(dict.fromkeys(names))
+
+
+def load_checkpoint(path: str, *, mesh=None, dtype="float32"):
+  """(model, metadata) from our orbax checkpoint dir or a HF safetensors dir."""
+  if not path or not os.path.isdir(path):
+    raise LabelError(f"checkpoint {path!r} is not a directory")
+  try:
+    if ckpt_lib.is_checkpoint(path):
+      return ckpt_lib.load(path, mesh=mesh, dtype=dtype), ckpt_lib.read_metadata(path)
+    if os.path.exists(os.path.join(path, "config.json")):
+      return convert.load_hf(path, dtype=dtype, mesh=mesh), {"format": "hf"}
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise LabelError(f"checkpoint {path} does not load: {e}") from e
+  raise LabelError(f"{path}: neither an orbax checkpoint (metadata.json) nor a HF dir (config.json)")
+
+
+def resolve_tokenizer(spec: str, checkpoint_path: str, metadata: dict) -> tokenizer_lib.Tokenizer:
+  """'' = from the checkpoint; 'char' / 'char:<alphabet>'; 'shipped:<name>'; or a tokenizer.json path."""
+  try:
+    if not spec:
+      meta = metadata.get("tokenizer") or {}
+      if meta.get("kind") == "char":
+        return tokenizer_lib.CharTokenizer(meta["alphabet"])
+      path = os.path.join(checkpoint_path, "tokenizer.json")
+      if os.path.exists(path):
+        return tokenizer_lib.HFTokenizer(path)
+      raise LabelError(f"{checkpoint_path} names no tokenizer; set --config.tokenizer")
+    if spec == "char":
+      from probing.tasks import synthetic  # pylint: disable=import-outside-toplevel
+      return tokenizer_lib.CharTokenizer(synthetic.ALPHABET)
+    if spec.startswith("char:"):
+      return tokenizer_lib.CharTokenizer(spec[len("char:"):])
+    if spec.startswith("shipped:"):
+      return tokenizer_lib.HFTokenizer(tokenizer_lib.shipped_tokenizer_path(spec[len("shipped:"):]))
+    return tokenizer_lib.HFTokenizer(spec)
+  except (OSError, ValueError, KeyError) as e:
+    raise LabelError(f"tokenizer {spec or '(from checkpoint)'!r}: {e}") from e
+
+
+def checkpoint_step_of(config, metadata: dict, name: str) -> int | None:
+  if config.checkpoint_step is not None:
+    return int(config.checkpoint_step)
+  if metadata.get("checkpoint_step") is not None:
+    return int(metadata["checkpoint_step"])
+  m = re.search(r"step[_-]?(\d+)", name)
+  return int(m.group(1)) if m else None
+
+
+def setup(config) -> Setup:
+  """Validates settings, tasks, tokenizer and checkpoint (in that order, cheapest first)."""
+  try:
+    params = sampling.SamplingParams(temperature=float(config.temperature), top_p=float(config.top_p),
+                                     num_samples=int(config.num_samples), seed=int(config.seed))
+  except (ValueError, TypeError) as e:
+    raise LabelError(f"invalid sampling settings: {e}") from e
+  if config.max_new_tokens is not None and config.max_new_tokens < 1:
+    raise LabelError(f"max_new_tokens must be >= 1, got {config.max_new_tokens}")
+  if config.batch_size < 1 or (config.limit is not None and config.limit < 1):
+    raise LabelError("batch_size and limit must be >= 1")
+  try:
+    tasks = [task_registry.get(name) for name in _task_names(config.tasks)]
+  except KeyError as e:
+    raise LabelError(str(e.args[0])) from e
+  try:
+    mesh = sharding_lib.make_mesh(config.mesh) if config.mesh else None
+  except ValueError as e:
+    raise LabelError(f"mesh: {e}") from e
+  path = os.path.abspath(config.checkpoint) if config.checkpoint else ""
+  if not os.path.isdir(path):
+    raise LabelError(f"checkpoint {config.checkpoint!r} is not a directory")
+  try:
+    as_dtype(config.dtype)
+  except (ValueError, TypeError) as e:
+    raise LabelError(f"dtype: {e}") from e
+  metadata = ckpt_lib.read_metadata(path) if ckpt_lib.is_checkpoint(path) else {}
+  tok = resolve_tokenizer(config.tokenizer, path, metadata)
+  model, metadata = load_checkpoint(path, mesh=mesh, dtype=config.dtype)
+  name = config.checkpoint_id or metadata.get("checkpoint") or os.path.basename(path.rstrip("/"))
+  if tok.vocab_size > model.config.vocab_size:
+    raise LabelError(f"tokenizer has {tok.vocab_size} ids, the model only {model.config.vocab_size}")
+  return Setup(config, model, tok, tasks, name, checkpoint_step_of(config, metadata, name), mesh, params)
+
+
+def stop_tokens(tok: tokenizer_lib.Tokenizer, stop_strings: Sequence[str]):
+  """(single ids, id sequences) that end a row early without changing `task.truncate`'s result.
+
+  A token whose own text contains a stop string is safe to stop on (the text is cut there
+  anyway); so is the tokenization of a stop string. Other spellings are cut after decoding.
+  """
+  ids = {tok.eos_id}
+  seqs = set()
+  if stop_strings:
+    for i in range(tok.vocab_size):
+      try:
+        text = tok.decode([i])
+      except ValueError:
+        continue
+      if any(s in text for s in stop_strings):
+        ids.add(i)
+    for s in stop_strings:
+      enc = tuple(tok.encode(s))
+      if len(enc) > 1:
+        seqs.add(enc)
+  return tuple(sorted(ids)), tuple(sorted(seqs))
+
+
+# ----------------------------------------------------------------------------- the output file
+
+
+def read_finished(path: str) -> dict[tuple[str, str, str], dict]:
+  """Records already written, by key; cuts a torn last line (a killed write) off the file."""
+  if not os.path.exists(path):
+    return {}
+  with open(path, "rb") as f:
+    data = f.read()
+  end = data.rfind(b"\n") + 1
+  if end < len(data):
+    with open(path, "r+b") as f:
+      f.truncate(end)
+      f.flush()
+      os.fsync(f.fileno())
+  done = {}
+  for n, line in enumerate(data[:end].splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      rec = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise LabelError(f"{path}:{n}: corrupt record ({e}); move the file away to start over") from e
+    done[(rec["checkpoint"], rec["task"], rec["question_id"])] = rec
+  return done
+
+
+def _write_provenance(path: str, s: Setup) -> None:
+  """Writes (or checks and extends) the sidecar; a resumed run must not change RESULT_KEYS."""
+  c = s.config
+  result = {k: (s.checkpoint if k == "checkpoint" else c[k]) for k in RESULT_KEYS}
+  prov = {"result_settings": result, "tokenizer_hash": tokenizer_lib.tokenizer_hash(s.tokenizer),
+          "tokenizer": repr(s.tokenizer), "code_version": code_version(), "checkpoint": s.checkpoint,
+          "checkpoint_step": s.checkpoint_step, "tasks": {}, "config": json.loads(c.to_json())}
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    for key in ("result_settings", "tokenizer_hash"):
+      if old.get(key) != prov[key]:
+        raise LabelError(f"{path}: existing labels were made with {key}={old.get(key)}, this run has "
+                         f"{prov[key]}; use another out_dir")
+    prov["tasks"] = dict(old.get("tasks", {}))
+    prov["code_versions"] = sorted(set(old.get("code_versions", [old.get("code_version")])) | {code_version()})
+  for t in s.tasks:
+    if prov["tasks"].get(t.name, t.format_hash()) != t.format_hash():
+      raise LabelError(f"{path}: task {t.name} had prompt format {prov['tasks'][t.name]}, now "
+                       f"{t.format_hash()}; use another out_dir")
+    prov["tasks"][t.name] = t.format_hash()
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(prov, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
+
+
+def _append(f, records: list[dict]) -> None:
+  f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+  f.flush()
+  os.fsync(f.fileno())
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def _label_batch(s: Setup, task, questions, split, max_new, stops) -> list[dict]:
+  """Generates, decodes, truncates and scores one batch; returns its records."""
+  tok, c = s.tokenizer, s.config
+  prompts = tok.encode_batch([q.prompt for q in questions])
+  ids = [f"{task.name}/{q.id}" for q in questions]
+  kw = dict(pad_id=tok.pad_id, eos_id=tok.eos_id, mesh=s.mesh, batch_multiple=c.batch_size,
+            graphdef_state=split)
+  params = dataclasses.replace(s.params, max_new_tokens=max_new, stop_token_ids=stops[0],
+                               stop_sequences=stops[1])
+  t0 = time.perf_counter()
+  samples = sampling.generate(s.model, prompts, ids, params, **kw)
+  greedy = (sampling.generate(s.model, prompts, ids, dataclasses.replace(params, temperature=0.0, num_samples=1),
+                              **kw) if c.greedy else None)
+  t1 = time.perf_counter()
+  k = params.num_samples
+  texts = [task.truncate(tok.decode(t)) for per_q in samples for t in per_q]
+  flat_q = [q for q in questions for _ in range(k)]
+  if greedy is not None:
+    texts += [task.truncate(tok.decode(g[0])) for g in greedy]
+    flat_q += list(questions)
+  scores = [float(x) for x in task.score_many(flat_q, texts)]
+  t2 = time.perf_counter()
+  stop_set = set(stops[0])
+  records = []
+  for i, q in enumerate(questions):
+    sc = scores[i * k:(i + 1) * k]
+    correct = sum(x >= 0.5 for x in sc)
+    rec = {"checkpoint": s.checkpoint, "checkpoint_step": s.checkpoint_step, "task": task.name,
+           "question_id": q.id, "difficulty": q.difficulty, "k": k, "c": correct, "pass1": correct / k,
+           "scores": sc, "completions": texts[i * k:(i + 1) * k],
+           "num_tokens": [len(t) for t in samples[i]], "prompt_tokens": len(prompts[i]),
+           "finished": [bool(t) and (t[-1] in stop_set or len(t) < max_new) for t in samples[i]],
+           "greedy": None, "greedy_completion": None, "greedy_num_tokens": None,
+           "timings": {"batch_questions": len(questions), "batch_generate_s": round(t1 - t0, 4),
+                       "batch_score_s": round(t2 - t1, 4)}}
+    if greedy is not None:
+      g = scores[len(questions) * k + i]
+      rec.update(greedy=int(g >= 0.5), greedy_completion=texts[len(questions) * k + i],
+                 greedy_num_tokens=len(greedy[i][0]))
+    records.append(rec)
+  return records
+
+
+def run(config, *, log: Callable[[str], None] = print) -> dict:
+  """Labels every (task, question) not yet in the output file; returns a summary."""
+  s = setup(config)
+  os.makedirs(config.out_dir, exist_ok=True)
+  stem = os.path.join(config.out_dir, re.sub(r"[^\w.+-]", "_", s.checkpoint))
+  out_path, prov_path = stem + ".jsonl", stem + ".provenance.json"
+  finished = read_finished(out_path)
+  _write_provenance(prov_path, s)
+  plan = []
+  for task in s.tasks:
+    qs = list(task.questions(config.limit))
+    batches = [qs[i:i + config.batch_size] for i in range(0, len(qs), config.batch_size)]
+    todo = [b for b in batches if any((s.checkpoint, task.name, q.id) not in finished for q in b)]
+    plan.append((task, todo, sum(len(b) for b in todo)))
+  total = sum(n for _, _, n in plan)
+  log(f"labels: {s.checkpoint} (step {s.checkpoint_step}) -> {out_path}; {len(finished)} records "
+      f"already there, {total} questions to do")
+  split = nnx.split(s.model)
+  done_q = new_records = gen_tokens = 0
+  t_start = time.perf_counter()
+  with open(out_path, "a") as f:
+    for task, todo, _ in plan:
+      max_new = int(config.max_new_tokens or task.max_new_tokens)
+      stops = stop_tokens(s.tokenizer, task.stop_sequences)
+      for batch in todo:
+        records = _label_batch(s, task, batch, split, max_new, stops)
+        fresh = [r for r in records if (s.checkpoint, task.name, r["question_id"]) not in finished]
+        _append(f, fresh)
+        new_records += len(fresh)
+        done_q += len(batch)
+        gen_tokens += sum(sum(r["num_tokens"]) + (r["greedy_num_tokens"] or 0) for r in records)
+        elapsed = time.perf_counter() - t_start
+        rate = done_q / elapsed
+        log(f"{task.name}: {done_q}/{total} questions, {rate:.2f} q/s, {gen_tokens / elapsed:.0f} tok/s, "
+            f"ETA {(total - done_q) / rate:.0f} s")
+  return {"out": out_path, "provenance": prov_path, "new_records": new_records,
+          "records": len(finished) + new_records, "seconds": time.perf_counter() - t_start}
+
+
+def load_records(path: str) -> list[dict]:
+  """All records of a labels file (a torn last line is ignored, not repaired)."""
+  with open(path) as f:
+    lines = f.read().split("\n")
+  return [json.loads(line) for line in lines[:-1] if line.strip()]
+
+
+__all__ = ["LabelError", "RESULT_KEYS", "Setup", "label_questions", "load_checkpoint", "load_records",
+           "read_finished", "resolve_tokenizer", "run", "setup", "stop_tokens"]
+
+
+def label_questions(s: Setup, task, questions: Sequence) -> list[dict]:
+  """Records for `questions` of `task`, in memory (no files): the core of `run`, for callers
+  that time or embed generative evaluation on an already loaded model."""
+  split = nnx.split(s.model)
+  max_new = int(s.config.max_new_tokens or task.max_new_tokens)
+  stops = stop_tokens(s.tokenizer, task.stop_sequences)
+  bs = s.config.batch_size
+  return [r for i in range(0, len(questions), bs)
+          for r in _label_batch(s, task, list(questions[i:i + bs]), split, max_new, stops)]

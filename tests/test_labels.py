@@ -1,0 +1,128 @@
+"""probing.labels: records, resumption after SIGKILL (== an uninterrupted run), bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import hf_reference
+from configs.experiments import label as label_config
+from models import checkpoint, olmo3
+from probing import labels
+from probing.tasks import synthetic
+from probing.tokenizer import CharTokenizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Two synthetic skills, whichever the registry has (the set of skills may change).
+TASKS = ",".join([n for n in labels.task_registry.names() if n.startswith("syn_")][:2])
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+  """A tiny random orbax checkpoint whose metadata names the testbed's character tokenizer."""
+  tok = CharTokenizer(synthetic.ALPHABET)
+  cfg = olmo3.tiny(vocab_size=tok.vocab_size, sliding_window=8, max_position_embeddings=64,
+                   pad_token_id=tok.pad_id, eos_token_id=tok.eos_id, vocab_pad_multiple=8)
+  path = str(tmp_path_factory.mktemp("ckpt") / "step_000010")
+  checkpoint.save(path, olmo3.init_model(cfg, seed=0), {
+      "tokenizer": {"kind": "char", "alphabet": synthetic.ALPHABET}, "checkpoint": "step_000010",
+      "checkpoint_step": 10})
+  return path
+
+
+def _config(ckpt, out_dir, **kw):
+  c = label_config.get_config()
+  c.update(dict(checkpoint=ckpt, tasks=TASKS, limit=12, batch_size=4, num_samples=4, out_dir=str(out_dir)))
+  c.update(kw)
+  return c
+
+
+def _flags(c):
+  return [f"--config.{k}={v}" for k, v in c.items() if v is not None and v != ""]
+
+
+def _without_timings(records):
+  return sorted((json.dumps({k: v for k, v in r.items() if k != "timings"}, sort_keys=True) for r in records))
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(ckpt, tmp_path):
+  full = labels.run(_config(ckpt, tmp_path / "full"), log=lambda _: None)
+  want = labels.load_records(full["out"])
+  assert len(want) == 24 and {r["k"] for r in want} == {4}
+  assert all(r["pass1"] == r["c"] / 4 and r["greedy"] in (0, 1) and r["checkpoint_step"] == 10 for r in want)
+
+  cfg = _config(ckpt, tmp_path / "resumed")
+  out = tmp_path / "resumed" / "step_000010.jsonl"
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  proc = subprocess.Popen([sys.executable, "-m", "launch.label"] + _flags(cfg), cwd=ROOT, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 120
+  while time.time() < deadline and proc.poll() is None:
+    if out.exists() and out.read_bytes().count(b"\n") >= 1:
+      break
+    time.sleep(0.005)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  partial = out.read_bytes().count(b"\n")
+  assert 0 < partial < 24, partial  # killed mid-way
+  with open(out, "a") as f:
+    f.write('{"checkpoint": "step_000010", "task": "syn_k')  # a torn write
+
+  resumed = labels.run(cfg, log=lambda _: None)
+  assert resumed["new_records"] == 24 - partial
+  got = labels.load_records(resumed["out"])
+  assert _without_timings(got) == _without_timings(want)
+  again = labels.run(cfg, log=lambda _: None)  # nothing left to do
+  assert again["new_records"] == 0
+  prov = json.load(open(resumed["provenance"]))
+  assert set(prov["tasks"]) == set(TASKS.split(",")) and prov["tokenizer_hash"] and prov["code_version"]
+
+  with pytest.raises(labels.LabelError, match="seed"):
+    labels.run(_config(ckpt, tmp_path / "resumed", seed=1), log=lambda _: None)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(tasks="syn_add,nope"), "unknown task"), (dict(tasks="nope_*"), "matches no task"), (dict(top_p=0.0), "top_p"), (dict(top_p=1.2), "top_p"),
+    (dict(temperature=-0.5), "temperature"), (dict(num_samples=0), "num_samples"),
+    (dict(checkpoint="/nonexistent/ckpt"), "not a directory")])
+def test_bad_input_is_rejected_before_work(ckpt, tmp_path, kw, match):
+  with pytest.raises(labels.LabelError, match=match):
+    labels.setup(_config(ckpt, tmp_path, **kw))
+  assert not (tmp_path / "step_000010.jsonl").exists()
+
+
+def test_checkpoint_that_does_not_load(tmp_path):
+  bad = tmp_path / "bad"
+  bad.mkdir()
+  (bad / "config.json").write_text("{not json")
+  with pytest.raises(labels.LabelError, match="does not load"):
+    labels.setup(_config(str(bad), tmp_path, tokenizer="char"))
+
+
+def test_launch_exits_nonzero_with_a_clear_error(ckpt, tmp_path):
+  cfg = _config(ckpt, tmp_path, tasks="no_such_task")
+  proc = subprocess.run([sys.executable, "-m", "launch.label"] + _flags(cfg), cwd=ROOT, capture_output=True,
+                        text=True, env=dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=""), timeout=120)
+  assert proc.returncode != 0
+  assert "error: unknown task 'no_such_task'" in proc.stderr
+
+
+def test_hf_checkpoint_dir_loads(tmp_path):
+  hf = hf_reference.random_hf_model(hf_reference.hf_config(), seed=0)
+  path = hf_reference.save_hf_checkpoint(hf, str(tmp_path / "stage1-step1200"))
+  s = labels.setup(_config(path, tmp_path, tokenizer="char"))
+  assert (s.checkpoint, s.checkpoint_step) == ("stage1-step1200", 1200)
+  assert s.model.config.vocab_size == 128
+
+
+def test_task_patterns_expand():
+  assert labels._task_names("syn_*,syn_add") == [n for n in labels.task_registry.names() if n.startswith("syn_")]
+
+
+def test_stop_tokens_cover_single_token_stops():
+  tok = CharTokenizer("ab\n")
+  ids, seqs = labels.stop_tokens(tok, ("\n\n", "b"))
+  assert ids == (tok.eos_id, tok.encode("b")[0]) and seqs == (tuple(tok.encode("\n\n")),)
