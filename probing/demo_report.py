@@ -87,8 +87,11 @@ def headline(summary: dict) -> str:
   for key, label in (("latency_seconds", "testbed"), ("latency_seconds_real_task", "real-task shapes")):
     lat = summary.get(key)
     if lat:
-      lines.append(f"latency ({label}): generative {lat['generative_eval']:.2f}s vs probe {lat['probe']:.2f}s "
-                   f"= {lat['ratio']:.1f}x faster")
+      lines.append(f"latency ({label}): generative {lat['generative_eval']:.2f}s vs probe "
+                   f"({lat.get('probe_family')}) {lat['probe']:.2f}s = {lat['ratio']:.1f}x faster")
+      if lat.get("per_family"):
+        lines.append("  per family: " + ", ".join(f"{f} {v['probe']:.2f}s ({v['ratio']:.1f}x)"
+                                                  for f, v in lat["per_family"].items()))
   missed = [k for k, v in summary["bars"].items() if isinstance(v, dict) and v.get("met") is False]
   lines.append("bars missed: " + (", ".join(missed) if missed else "none"))
   return "\n".join(lines)

@@ -34,7 +34,7 @@ def test_stream_is_a_function_of_seed_and_step():
   a, b = s.batch(7), s.batch(7)
   assert all(np.array_equal(a[k], b[k]) for k in a)
   assert not np.array_equal(a["inputs"], s.batch(8)["inputs"])
-  assert (a["segment_ids"] > 0).mean() > 0.7  # rows are well packed
+  assert (a["segment_ids"] > 0).mean() > 0.6  # rows are well packed (whole examples only, 32 tokens)
 
 
 def test_checkpoint_schedule():
