@@ -135,7 +135,11 @@ def loss_fn(model: Olmo3, batch: dict[str, jax.Array]) -> jax.Array:
 
 
 class Trainer:
-  """Holds params and optimizer state on a mesh and runs the jitted train step."""
+  """Holds params and optimizer state on a mesh and runs the jitted train step.
+
+  The step donates its input buffers, so `self.model` is only current right after
+  `synced_model()` (use it before the next `step`).
+  """
 
   def __init__(self, model: Olmo3, tx: optax.GradientTransformation, mesh: jax.sharding.Mesh):
     self.mesh, self.tx = mesh, tx
@@ -281,7 +285,7 @@ def train(config, workdir: str, *, stop_at: int | None = None, callback=None) ->
     done_since += 1
     if callback is not None:
       callback(step, trainer)
-    if step % config.log_every == 0 or step == total:
+    if step % config.log_every == 0 or step == last:
       losses = jax.device_get(window)
       now = time.perf_counter()
       rate = len(window) / max(now - window_start, 1e-9)
