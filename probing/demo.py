@@ -165,6 +165,12 @@ class Demo:
                              self.extract_spec, checkpoint=name, checkpoint_step=step, task=task_name,
                              prompt_format_hash=task.format_hash(), out_dir=out)
 
+  def label_and_extract(self, ckpts, which: str) -> None:
+    with self.timer(f"labels ({which})"):
+      self.label(ckpts)
+    with self.timer(f"features ({which})"):
+      self.extract(ckpts)
+
   def labels(self) -> list[dict]:
     records = []
     for name in sorted(os.listdir(self.labels_dir)):
@@ -313,11 +319,7 @@ def run(cfg, workdir: str, log: Callable[[str], None] = print) -> dict:
   if not d.external:
     with d.timer("pretrain (to the last probe-training checkpoint)"):
       pretrain.train(cfg.pretrain, d.pretrain_dir, stop_at=d.train_steps[-1])
-  early = d.checkpoints(d.train_steps)
-  with d.timer("labels (probe-training checkpoints)"):
-    d.label(early)
-  with d.timer("features (probe-training checkpoints)"):
-    d.extract(early)
+  d.label_and_extract(d.checkpoints(d.train_steps), "probe-training checkpoints")
   with d.timer("train probes"):
     probes = d.train_probes()
   monitor = None if d.external else d.monitor(probes)
@@ -329,10 +331,7 @@ def run(cfg, workdir: str, log: Callable[[str], None] = print) -> dict:
                             (lambda step, trainer: monitor.maybe_run(step, trainer.synced_model())))
   rest_seconds = time.perf_counter() - t_pre
   later = d.checkpoints(d.later_steps)
-  with d.timer("labels (later checkpoints)"):
-    d.label(later)
-  with d.timer("features (later checkpoints)"):
-    d.extract(later)
+  d.label_and_extract(later, "later checkpoints")
   with d.timer("predict and evaluate"):
     labels = d.labels()
     write_jsonl_atomic(os.path.join(d.workdir, "labels.jsonl"), sorted(
