@@ -130,13 +130,13 @@ def write(demo, summary: dict, predictions: list[dict], labels: list[dict]) -> s
                                            train_upto_step=demo.train_steps[-1], monitor=monitor or None)))
   for key, title in (("auroc_same_checkpoint", "same checkpoints"), ("auroc_later_checkpoints", "later checkpoints")):
     auroc = {f: b["per_task"] for f, b in summary[key].items()}
-    baselines = {b: v[key]["per_task"] for b, v in summary["baselines"].items()
-                 if b in ("task_difficulty_prior", "gold_nll_sum", "sklearn_logreg")}
+    auroc.update({f"baseline: {b}": v[key]["per_task"] for b, v in summary["baselines"].items()
+                  if b in ("task_difficulty_prior", "gold_nll_sum", "sklearn_logreg")})
     if not any(auroc.values()):
       continue  # no (task, checkpoint) cell had >= 5 positive and >= 5 negative outcomes
     figs.append((f"Primary AUROC per task and probe family, {title} (held-out questions)",
                  report.plot_auroc_by_family(auroc, os.path.join(fig_dir, f"{key}.png"),
-                                             f"AUROC, {title}", baselines=baselines)))
+                                             f"AUROC, {title}")))
   cross = summary["cross_checkpoint"]
   matrix = np.asarray([[np.nan if v is None else v for v in row] for row in cross["auroc"]], float)
   figs.append((f"Earlier predicts later: {cross['family']} probe trained up to step i, AUROC at step j",
