@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any, Iterable
+
+from probing import atomic
 
 
 @dataclasses.dataclass
@@ -49,15 +50,8 @@ def task_names(data) -> list[str]:
 
 
 def write_json(path: str, obj: Any) -> None:
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1, default=float)
-  os.replace(tmp, path)
+  atomic.write_json(path, obj, default=float)
 
 
 def write_jsonl(path: str, rows: Iterable[dict]) -> None:
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    for r in rows:
-      f.write(json.dumps(r) + "\n")
-  os.replace(tmp, path)
+  atomic.write_jsonl(path, rows)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -26,6 +25,7 @@ import numpy as np
 
 from configs.experiments import label as label_config
 from models import checkpoint as ckpt_lib
+from probing import atomic
 from probing import features as features_lib
 from probing import labels as labels_lib
 from probing import pretrain
@@ -281,18 +281,11 @@ def _replace_dir(path: str, write: Callable[[str], None]) -> None:
 
 
 def write_jsonl_atomic(path: str, rows) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    for r in rows:
-      f.write(json.dumps(r, sort_keys=True) + "\n")
-  os.replace(tmp, path)
+  atomic.write_jsonl(path, rows, sort_keys=True)
 
 
 def write_json_atomic(path: str, obj) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=_jsonable)
-  os.replace(tmp, path)
+  atomic.write_json(path, obj, indent=2, sort_keys=True, default=_jsonable)
 
 
 def _jsonable(x):

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from models import version
+from probing import atomic
 
 FORMAT = "olmo-probe-features/1"
 SIDECAR = "features.json"
@@ -101,14 +102,7 @@ def _atomic_npz(path: str, arrays: Mapping[str, np.ndarray]) -> None:
 
 
 def _atomic_json(path: str, obj: Any) -> None:
-  tmp = f"{path}.tmp{os.getpid()}"
-  try:
-    with open(tmp, "w") as f:
-      json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  atomic.write_json(path, obj)
 
 
 def _process_file(index: int, count: int) -> str:
