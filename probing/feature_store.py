@@ -15,6 +15,7 @@ import numpy as np
 
 from models import version
 from probing import atomic
+from probing import tokenizer as tokenizer_lib
 
 FORMAT = "olmo-probe-features/1"
 SIDECAR = "features.json"
@@ -68,7 +69,7 @@ def _sha(text: str) -> str:
 def tokenizer_hash(tokenizer) -> str:
   """`probing.tokenizer.tokenizer_hash` for tokenizers with a fingerprint, else one from behaviour."""
   if callable(getattr(tokenizer, "fingerprint", None)):
-    return _sha(str(tokenizer.fingerprint()))  # = probing.tokenizer.tokenizer_hash
+    return tokenizer_lib.tokenizer_hash(tokenizer)
   probe = "The quick brown fox: 12+34=46; def f(x):\n\treturn x ** 2"
   return _sha(json.dumps([type(tokenizer).__name__, getattr(tokenizer, "vocab_size", None),
                           getattr(tokenizer, "eos_id", None), getattr(tokenizer, "pad_id", None),
