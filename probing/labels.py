@@ -20,7 +20,6 @@ import re
 import time
 from typing import Any, Callable, Sequence
 
-import numpy as np
 from flax import nnx
 
 from models import checkpoint as ckpt_lib
@@ -28,6 +27,7 @@ from models import convert, sampling
 from models import sharding as sharding_lib
 from models.olmo3 import as_dtype
 from models.version import code_version
+from probing import atomic
 from probing import tasks as task_registry
 from probing import tokenizer as tokenizer_lib
 
@@ -222,10 +222,7 @@ def _write_provenance(path: str, s: Setup) -> None:
       raise LabelError(f"{path}: task {t.name} had prompt format {prov['tasks'][t.name]}, now "
                        f"{t.format_hash()}; use another out_dir")
     prov["tasks"][t.name] = t.format_hash()
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(prov, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+  atomic.write_json(path, prov, indent=2, sort_keys=True)
 
 
 def _append(f, records: list[dict]) -> None:
