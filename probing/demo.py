@@ -109,8 +109,8 @@ class Demo:
     self.families = probe_configs(cfg)
     first = next(iter(self.families.values()))
     self.extract_spec = features_lib.spec_from_config(first.extract)
-    if not self.external:  # testbed prompts are 5-40 characters: pad to 16s, not 64s
-      self.extract_spec = dataclasses.replace(self.extract_spec, length_bucket=16, batch_size=256)
+    if not self.external:  # testbed prompts are 5-40 characters: pad lengths to 4s, not 64s
+      self.extract_spec = dataclasses.replace(self.extract_spec, length_bucket=4, batch_size=256)
     if self.external:  # real checkpoints (e.g. OLMo3 revisions) instead of the testbed run
       self.tokenizer = tokenizer_lib.HFTokenizer(cfg.tokenizer)
       self.task_names = [t.strip() for t in cfg.tasks.split(",") if t.strip()]

@@ -29,7 +29,8 @@ def prediction_records(demo, probes: dict) -> list[dict]:
   for family, probe in probes.items():
     data, _ = demo.data(steps, demo.families[family])
     split, roles = demo.split(data, demo.train_steps[-1])
-    preds = {family: probe.predict(data)}
+    # A per-cell centering probe (the hybrid) takes its cell means from non-test questions only.
+    preds = {family: probe.predict(data, center_rows=roles != "test")}
     if not done_baselines:  # baselines fitted on the same training rows, once
       for name, p in train_lib.baselines(data, split).items():
         preds[BASELINE_PREFIX + name] = p
@@ -162,11 +163,10 @@ def latency_same_checkpoint(demo, probes: dict, headline: str, step: int, path: 
     for task in setup.tasks:
       labels_lib.label_questions(setup, task, questions[task.name])
 
-  def probe_pass(probe):
+  def probe_pass(probe):  # every task's questions in one extraction, as the monitor runs it
     spec = probe_spec(demo, probe)
-    return lambda: _predict(probe, [features_lib.extract(setup.model, demo.tokenizer, qs, spec, task=t,
-                                                         checkpoint="latency", checkpoint_step=step)
-                                    for t, qs in questions.items()])
+    return lambda: _predict(probe, features_lib.extract_tasks(setup.model, demo.tokenizer, questions, spec,
+                                                              checkpoint="latency", checkpoint_step=step))
 
   gen = _timed(generative, 3)
   per_family = {f: _timed(probe_pass(p), 4) for f, p in probes.items()}

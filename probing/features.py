@@ -132,7 +132,7 @@ def _round_up(n: int, m: int) -> int:
 def _shapes(prompts, refs, rows, spec: ExtractSpec) -> tuple[int, int]:
   """Padded length T and reference window R of a batch (R = 0 without references)."""
   lr = [len(refs[i]) for i in rows] if refs is not None else [0]
-  r_pad = _round_up(max(lr), 16) if refs is not None else 0
+  r_pad = _round_up(max(lr), 8) if refs is not None else 0
   longest = max(len(prompts[i]) + (len(refs[i]) if refs is not None else 0) for i in rows)
   return _round_up(max(longest, r_pad + 1), spec.length_bucket), r_pad
 
@@ -306,28 +306,32 @@ def extract(model, tokenizer, questions: Sequence[Any], spec: ExtractSpec, *, me
   b, gb = spec.batch_size, spec.batch_size * pc
   n_batches = -(-len(order) // gb)
   plan = [order[g * gb:(g + 1) * gb] for g in range(n_batches)]
+  # Rows per process of each batch: the last, partial batch is cut to a multiple of 8 rather than
+  # padded to `batch_size` with dummy rows (a short task is often all one partial batch).
+  rows_of = [min(b, _round_up(-(-len(rows) // pc), 8)) for rows in plan]
   shard_name = lambda g: os.path.join(shard_dir, f"p{pi:05d}-b{g:06d}.npz")  # noqa: E731
   done = np.array([shard_dir is not None and os.path.exists(shard_name(g)) for g in range(n_batches)])
   if jax.process_count() > 1:  # skip a batch only if every process finished it (jit is collective)
     from jax.experimental import multihost_utils
     done = multihost_utils.process_allgather(done).all(axis=0)
   graphdef, state = nnx.split(model)
-  out_sharding = None if mesh is None else sharding_lib.batch_sharding(mesh, 1, batch_size=gb)
   results: dict[int, dict[str, np.ndarray]] = {}
   t_fwd = 0.0
   for g, rows_all in enumerate(plan):
-    mine = rows_all[pi * b:(pi + 1) * b]
+    bg = rows_of[g]
+    mine = rows_all[pi * bg:(pi + 1) * bg]
     if done[g]:
       results[g] = None
       continue
     # Shapes come from the whole global batch so every process compiles the same program.
     t, r_pad = _shapes(prompts, refs, rows_all, spec)
-    batch = _assemble(prompts, refs, mine, b, t, pad_id)
+    batch = _assemble(prompts, refs, mine, bg, t, pad_id)
+    out_sharding = None if mesh is None else sharding_lib.batch_sharding(mesh, 1, batch_size=bg * pc)
     fn = _compiled(graphdef, spec.layers if spec.pooling else (), spec.pooling if spec.layers else (),
                    spec.token_layer, spec.token_cap, spec.hybrid, r_pad, spec.nll_chunk, num_layers,
                    out_sharding)
     t1 = time.perf_counter()
-    out = fn(state, **_to_device(batch, mesh, gb))
+    out = fn(state, **_to_device(batch, mesh, bg * pc))
     arrays = {k: _local_rows(v)[:len(mine)] for k, v in out.items()}
     t_fwd += time.perf_counter() - t1
     arrays = {k: (v.astype(spec.dtype) if k in _FLOAT_KEYS else v) for k, v in arrays.items()}
@@ -341,7 +345,7 @@ def extract(model, tokenizer, questions: Sequence[Any], spec: ExtractSpec, *, me
     if results[g] is None:
       results[g] = _read_npz(shard_name(g))
   parts = [results[g] for g in range(n_batches) if len(results[g]["question_id"])]
-  merged = _merge_rows(parts, [ids[i] for g in range(n_batches) for i in plan[g][pi * b:(pi + 1) * b]],
+  merged = _merge_rows(parts, [ids[i] for g in range(n_batches) for i in plan[g][pi * rows_of[g]:(pi + 1) * rows_of[g]]],
                        ids)
   meta["timing"] = {"total_s": time.perf_counter() - t0, "forward_s": t_fwd, "batches": n_batches}
   meta["code_version"] = code_version()
@@ -360,6 +364,39 @@ def extract(model, tokenizer, questions: Sequence[Any], spec: ExtractSpec, *, me
   if pc > 1 and jax.process_count() == 1:  # simulated processes: the other shares may be missing
     return local
   return load_features(out_dir)
+
+
+@dataclasses.dataclass(frozen=True)
+class _TaskQuestion:
+  id: str
+  prompt: str
+  reference: str | None
+
+
+def extract_tasks(model, tokenizer, questions: Mapping[str, Sequence[Any]], spec: ExtractSpec, *,
+                  mesh: Mesh | None = None, checkpoint: str = "", checkpoint_step: int = -1,
+                  prompt_format_hashes: Mapping[str, str] | None = None) -> list[FeatureSet]:
+  """In-memory features of several tasks' questions ({task: questions}) from one extraction.
+
+  The union is sorted by length and batched together, so short tasks fill batches instead of
+  each task padding its own: fewer, fuller forward passes (the monitor and latency path use it).
+  Returns one FeatureSet per task, in the mapping's order, as `extract` would for that task (in a
+  multi-process run, this process's rows of it).
+  """
+  tagged = [_TaskQuestion(f"{task}\x00{q.id}", q.prompt, getattr(q, "reference", None))
+            for task, qs in questions.items() for q in qs]
+  if not tagged:
+    raise FeatureError("no questions to extract")
+  union = extract(model, tokenizer, tagged, spec, mesh=mesh, checkpoint=checkpoint,
+                  checkpoint_step=checkpoint_step, task="+".join(questions))
+  owner = np.asarray([q.split("\x00", 1)[0] for q in union.question_ids], dtype=object)
+  out = []
+  for task in questions:
+    rows = np.flatnonzero(owner == task)
+    meta = dict(union.meta, task=task, prompt_format_hash=(prompt_format_hashes or {}).get(task, ""),
+                question_ids=[union.question_ids[i].split("\x00", 1)[1] for i in rows])
+    out.append(FeatureSet(meta, {k: v[rows] for k, v in union.arrays.items()}))
+  return out
 
 
 def _merge_rows(parts: Sequence[Mapping[str, np.ndarray]], mine: Sequence[str], all_ids: Sequence[str]):

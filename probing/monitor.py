@@ -54,9 +54,8 @@ class ProbeMonitor:
     # is not counted as the monitor's.
     jax.block_until_ready(nnx.state(model, nnx.Param))
     t0 = time.perf_counter()
-    sets = [features_lib.extract(model, self.tokenizer, qs, self.spec, mesh=self.mesh, checkpoint=f"live-{step}",
-                                 checkpoint_step=int(step), task=task)
-            for task, qs in self.questions.items()]
+    sets = features_lib.extract_tasks(model, self.tokenizer, self.questions, self.spec, mesh=self.mesh,
+                                      checkpoint=f"live-{step}", checkpoint_step=int(step))
     records = []
     for name, probe in self.probes.items():
       card = probe.card

@@ -241,6 +241,40 @@ def make_split(data: ProbeData, *, test_frac: float = 0.3, val_frac: float = 0.1
   return Split(~test_q & ~val_q, val_q, test_q, None)
 
 
+# ----------------------------------------------------------------------------- centering
+
+CENTERINGS = ("none", "checkpoint_task")
+
+
+def center_cells(data: ProbeData, reference=None) -> ProbeData:
+  """Pooled features `x` minus their mean over the rows of the same (checkpoint, task).
+
+  This removes the shift a checkpoint applies to every question's state (training progress),
+  so a head reads only how a question differs from the others of its task at that checkpoint.
+  The hybrid uses it: its gold-answer NLL carries the checkpoint-level change, which the NLL
+  tracks exactly (p_ref = exp(-sum) is pass@1 at T = 1), and its activations only the ranking
+  within a cell, so an activation direction that drifts over training cannot drag the predicted
+  accuracy. The means are unlabeled statistics of the rows passed in together (predict a task's
+  questions at a checkpoint together, not one by one), or of the `reference` rows among them
+  (a boolean mask): an evaluation passes its non-test rows, so no test question's features
+  shape another's prediction.
+  """
+  if "x" not in data.inputs:
+    raise FeatureError("center_cells: no pooled features 'x' to center")
+  ref = np.ones(len(data), bool) if reference is None else np.asarray(reference, bool)
+  x = data.inputs["x"].astype(np.float32, copy=True)
+  cells: dict[tuple[str, str], list[int]] = {}
+  for i, key in enumerate(zip(data.checkpoint, data.task)):
+    cells.setdefault(key, []).append(i)
+  for (ck, task), rows in cells.items():
+    ref_rows = [i for i in rows if ref[i]]
+    if not ref_rows:
+      raise FeatureError(f"center_cells: checkpoint {ck!r} task {task!r} has no reference rows "
+                         "to take the mean from")
+    x[rows] -= x[ref_rows].mean(axis=0)
+  return dataclasses.replace(data, inputs=dict(data.inputs, x=x))
+
+
 # ----------------------------------------------------------------------------- standardization
 
 

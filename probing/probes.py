@@ -5,6 +5,7 @@ Every probe takes a batch dict and returns logits [B]:
   tokens [B, C, D]     one layer's states of the last C prompt tokens, right-aligned, and
   tokens_mask [B, C]   which of them are real tokens;
   nll [B, 3]           gold-answer NLL features (mean, sum, log(1 - exp(-sum)); standardized);
+  nll_logit [B]        logit(p_ref) = -sum - log(1 - exp(-sum)), raw (hybrid with `nll_anchor`);
   task [B] int32       task index, for the optional shared head with a task embedding.
 
 Families:
@@ -28,6 +29,10 @@ Families:
              token states but keeps its own (earlier) blocks, which is what "earlier predicts
              later despite weight drift" tests.
   hybrid     any base family above (`base`) plus the NLL features concatenated into its head.
+             With `nll_anchor`, the logit also gets alpha * logit(p_ref), alpha a learned scalar
+             starting at 1: p_ref = exp(-sum) is the chance that sampling at T = 1 reproduces the
+             reference, which is pass@1 when the answer is unique, so the head starts from that
+             map and learns a correction (and alpha < 1 where many answers are right).
 A shared head across tasks adds a per-task bias and, with `task_embed_dim > 0`, a learned task
 embedding concatenated to the representation.
 """
@@ -65,6 +70,7 @@ class ProbeSpec:
   n_tasks: int = 1
   task_embed_dim: int = 0
   n_queries: int = 4
+  nll_anchor: bool = False  # hybrid: + alpha * logit(p_ref), alpha learned from 1
   base: str = "linear"  # hybrid only
   submodel_layer: int = 0  # hidden-state index the submodel reads
   submodel_blocks: int = 2
@@ -75,6 +81,8 @@ class ProbeSpec:
       raise ProbeError(f"family {self.family!r} unknown; expected one of {FAMILIES}")
     if self.family == "hybrid" and self.base not in FAMILIES[:4]:
       raise ProbeError(f"hybrid base {self.base!r} must be one of {FAMILIES[:4]}")
+    if self.nll_anchor and self.family != "hybrid":
+      raise ProbeError(f"nll_anchor needs the gold-answer NLL: only the hybrid has it, not {self.family!r}")
 
   @property
   def encoder(self) -> str:
@@ -181,6 +189,7 @@ class Probe(nnx.Module):
     self.task_embed = (nnx.Embed(spec.n_tasks, spec.task_embed_dim, rngs=rngs)
                        if spec.task_embed_dim else None)
     self.task_bias = nnx.Param(jnp.zeros((spec.n_tasks,)))
+    self.nll_alpha = nnx.Param(jnp.ones(())) if spec.nll_anchor else None
     self.out = nnx.Linear(dim, 1, kernel_init=nnx.initializers.zeros, rngs=rngs)
 
   def __call__(self, batch: Mapping[str, jax.Array]) -> jax.Array:
@@ -190,7 +199,10 @@ class Probe(nnx.Module):
     if self.task_embed is not None:
       parts.append(self.task_embed(batch["task"]))
     rep = jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
-    return self.out(rep)[:, 0] + self.task_bias[...][batch["task"]]
+    logit = self.out(rep)[:, 0]
+    if self.nll_alpha is not None:
+      logit = logit + self.nll_alpha[...] * batch["nll_logit"]
+    return logit + self.task_bias[...][batch["task"]]
 
 
 def build(spec: ProbeSpec, seed: int = 0) -> Probe:

@@ -26,8 +26,9 @@ from flax import nnx
 from probing import probes as probes_lib
 from probing.baselines import baselines, evaluate, sklearn_logreg, task_accuracy, to_records  # noqa: F401
 from probing.feature_store import FeatureError, code_version
-from probing.probe_data import (ProbeData, Split, build_data, default_train_upto, fit_standardizer,  # noqa: F401
-                                make_split, read_labels, split_unit, standardize)
+from probing.probe_data import (CENTERINGS, ProbeData, Split, build_data, center_cells,  # noqa: F401
+                                default_train_upto, fit_standardizer, make_split, read_labels,
+                                split_unit, standardize)
 
 
 # ----------------------------------------------------------------------------- config
@@ -48,6 +49,7 @@ class ProbeConfig:
   block_lr_scale: float = 0.1
   per_task_heads: bool = False
   task_embed_dim: int = 8
+  nll_anchor: bool = False  # hybrid: start from logit(p_ref) (probing.probes)
   lr: float = 3e-3
   wd: float = 1e-3
   epochs: int = 100
@@ -56,6 +58,7 @@ class ProbeConfig:
   patience: int = 5  # validation rounds without improvement before stopping
   loss: str = "bce"  # 'bce' | 'mse'
   schedule: str = "cosine"  # 'cosine' | 'constant'
+  center: str = "none"  # 'none' | 'checkpoint_task': pooled features centered per cell (center_cells)
   seed: int = 0
 
   def __post_init__(self):
@@ -66,6 +69,11 @@ class ProbeConfig:
       raise ValueError(f"loss {self.loss!r}: expected 'bce' or 'mse'")
     if self.submodel_train not in ("all", "norms", "none"):
       raise ValueError(f"submodel_train {self.submodel_train!r}: expected 'all', 'norms' or 'none'")
+    if self.center not in CENTERINGS:
+      raise ValueError(f"center {self.center!r}: expected one of {CENTERINGS}")
+    if self.center != "none" and self.encoder not in ("linear", "mlp"):
+      raise ValueError(f"center={self.center!r} centers pooled features; the {self.encoder} "
+                       "encoder reads token states")
 
   @property
   def encoder(self) -> str:
@@ -229,6 +237,7 @@ def _select(inputs: Mapping[str, np.ndarray], spec: probes_lib.ProbeSpec) -> dic
   keys = ["task", "y"] + (["x"] if spec.encoder in ("linear", "mlp") else [])
   keys += ["tokens", "tokens_mask"] if spec.uses_tokens else []
   keys += ["nll"] if spec.uses_nll else []
+  keys += ["nll_logit"] if spec.nll_anchor else []
   return {k: inputs[k] for k in keys if k in inputs}
 
 
@@ -242,8 +251,14 @@ class TrainedProbe:
   tasks: list[str]
   card: dict
 
-  def inputs(self, data: ProbeData, rows=None) -> dict[str, np.ndarray]:
-    """Standardized, width-checked inputs (+ task index) of `rows` of data."""
+  def inputs(self, data: ProbeData, rows=None, center_rows=None) -> dict[str, np.ndarray]:
+    """Standardized, width-checked inputs (+ task index) of `rows` of data.
+
+    With `center='checkpoint_task'` the pooled features are first centered per cell, on the mean
+    of the `center_rows` among them (default: all; see `probe_data.center_cells`).
+    """
+    if center_rows is not None and rows is not None:
+      center_rows = np.asarray(center_rows, bool)[np.asarray(rows)]
     data = data if rows is None else data.subset(rows)
     where = f"features of {sorted(set(data.checkpoint))}"
     probes_lib.check_inputs(self.spec, data.inputs, where=where)
@@ -255,13 +270,17 @@ class TrainedProbe:
     unknown = sorted(set(data.task) - set(self.tasks))
     if unknown:
       raise probes_lib.ProbeError(f"tasks {unknown} were not trained on (probe knows {self.tasks})")
+    if self.config.center == "checkpoint_task":
+      data = center_cells(data, center_rows)
     out = standardize(data.inputs, self.stats)
+    if self.spec.nll_anchor:  # raw columns: sum and log(1 - exp(-sum)) (probe_data.nll_features)
+      out["nll_logit"] = (-data.inputs["nll"][:, 1] - data.inputs["nll"][:, 2]).astype(np.float32)
     out["task"] = np.asarray([self.tasks.index(t) for t in data.task], np.int32)
     return _select(out, self.spec)
 
-  def predict(self, data: ProbeData) -> np.ndarray:
-    """Predicted pass@1 for every row of data."""
-    inputs = self.inputs(data)
+  def predict(self, data: ProbeData, center_rows=None) -> np.ndarray:
+    """Predicted pass@1 for every row of data (`center_rows`: see `inputs`)."""
+    inputs = self.inputs(data, center_rows=center_rows)
     inputs.pop("y", None)
     if "shared" in self.heads:
       return apply(self.heads["shared"], inputs)
@@ -307,7 +326,7 @@ def train_probe(data: ProbeData, split: Split, cfg: ProbeConfig, *, olmo_source=
     raise FeatureError(f"config token_layer {cfg.token_layer} but the features hold token states "
                        f"of layer {data.meta['token_layer']}")
   train = data.subset(tr)
-  stats = fit_standardizer(train.inputs, enc)
+  stats = fit_standardizer((center_cells(train) if cfg.center == "checkpoint_task" else train).inputs, enc)
   tasks = sorted(set(train.task))
   shared = not cfg.per_task_heads
   olmo_config = None
@@ -322,6 +341,7 @@ def train_probe(data: ProbeData, split: Split, cfg: ProbeConfig, *, olmo_source=
       token_dim=0 if tok is None else tok.shape[-1], hidden=cfg.hidden,
       n_tasks=len(tasks) if shared else 1,
       task_embed_dim=cfg.task_embed_dim if shared and len(tasks) > 1 else 0, n_queries=cfg.n_queries,
+      nll_anchor=cfg.nll_anchor,
       base=cfg.base, submodel_layer=data.meta.get("token_layer") or 0,
       submodel_blocks=cfg.submodel_blocks, olmo_config=olmo_config)
   trained = TrainedProbe(cfg, spec, {}, stats, tasks, {})

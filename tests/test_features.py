@@ -84,6 +84,21 @@ def test_hybrid_prompt_states_equal_plain_extraction(model, extracted):
     np.testing.assert_allclose(plain.arrays[k], extracted.arrays[k], atol=1e-5, err_msg=k)
 
 
+def test_extract_tasks_equals_per_task_extraction(model, extracted):
+  """Several tasks in one length-sorted pass (shared ids across tasks) give each task's features."""
+  qs = {"t": questions(), "u": questions(7, seed=1)}  # ids q0..q6 occur in both tasks
+  sets = F.extract_tasks(model, Tok(), qs, SPEC, checkpoint="ck", checkpoint_step=7,
+                         prompt_format_hashes={"u": "fmt-u"})
+  assert [s.meta["task"] for s in sets] == ["t", "u"] and sets[1].meta["prompt_format_hash"] == "fmt-u"
+  alone = F.extract(model, Tok(), qs["u"], SPEC, task="u")
+  for got, want in ((sets[0], extracted), (sets[1], alone)):
+    assert got.question_ids == want.question_ids
+    for k, v in want.arrays.items():
+      np.testing.assert_allclose(got.arrays[k], v, atol=1e-5, err_msg=k)
+  with pytest.raises(F.FeatureError, match="no questions"):
+    F.extract_tasks(model, Tok(), {"t": []}, SPEC)
+
+
 def test_sharded_extraction_matches_single_device(extracted):
   mesh = sharding.make_mesh("data=2,fsdp=2,tensor=2")
   m = sharding.shard_model(olmo3.init_model(olmo3.tiny(), seed=0), mesh)

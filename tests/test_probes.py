@@ -13,12 +13,13 @@ from probing import train as T
 D, C, LAYERS, STEPS = 64, 8, (0, 1, 2), (100, 200, 300, 400, 500)
 
 
-def synthetic(n_questions=240, steps=STEPS, tasks=("ta", "tb"), seed=0, k=8):
+def synthetic(n_questions=240, steps=STEPS, tasks=("ta", "tb"), seed=0, k=8, exact_nll=False):
   """Feature sets + labels where pass@1 = sigmoid(latent), and the latent is linearly readable.
 
   A question's latent z shifts with the checkpoint (later ones are better). Pooled states of
   every layer carry z along a fixed direction; token states carry it on every valid token;
-  the NLL carries it with noise.
+  the NLL carries it with noise, or with `exact_nll` exactly as a unique answer sampled at T = 1
+  would (exp(-nll_sum) = pass@1).
   """
   rng = np.random.default_rng(seed)
   u = rng.normal(size=D) / np.sqrt(D) * 4
@@ -36,6 +37,8 @@ def synthetic(n_questions=240, steps=STEPS, tasks=("ta", "tb"), seed=0, k=8):
       tok = (rng.normal(size=(n_questions, C, D)) + z[:, None, None] * u + 0.3 * noise_q[:, None]) * mask[..., None]
       pooled = z[:, None, None] * u + 0.5 * noise_q[:, None] + 0.5 * rng.normal(size=(n_questions, len(LAYERS), D))
       nll = np.maximum(0.05, 1.5 - 0.5 * z + 0.3 * rng.normal(size=n_questions))
+      if exact_nll:
+        nll = np.logaddexp(0.0, -z) / 3  # 3 * nll = -log sigmoid(z)
       arrays = {"last": pooled.astype(np.float32), "mean": (pooled + 0.1).astype(np.float32),
                 "tokens": tok.astype(np.float32), "tokens_mask": mask,
                 "nll_mean": nll.astype(np.float32), "nll_sum": (3 * nll).astype(np.float32)}
@@ -85,6 +88,37 @@ def test_every_family_beats_chance(data, family):
   assert ev["auroc"]["primary"]["mean"] > 0.7, (family, ev["auroc"]["primary"])
   assert probe.card["trained_on"]["train_upto_step"] == 300
   assert set(probe.card["trained_on"]["checkpoints"]) == {"ck100", "ck200", "ck300"}
+
+
+def test_cell_centering(data, tmp_path):
+  """center='checkpoint_task': zero-mean pooled features per (checkpoint, task), a hybrid that
+  still ranks, a saved probe that centers again, and a clear error where there is nothing pooled."""
+  centered = T.center_cells(data)
+  for cell in set(zip(data.checkpoint, data.task)):
+    rows = (data.checkpoint == cell[0]) & (data.task == cell[1])
+    np.testing.assert_allclose(centered.inputs["x"][rows].mean(axis=0), 0.0, atol=1e-5)
+  assert not np.allclose(data.inputs["x"], centered.inputs["x"])  # the input itself is untouched
+  split = T.make_split(data)
+  probe = T.train_probe(data, split, family_config("hybrid", center="checkpoint_task"))
+  p = probe.predict(data)
+  assert T.evaluate(data, p, split.test)["auroc"]["primary"]["mean"] > 0.7
+  # Shifting every feature of one cell by a constant changes none of its predictions.
+  cell = (data.checkpoint == "ck400") & (data.task == "ta")
+  shifted = dataclasses.replace(data, inputs=dict(data.inputs, x=data.inputs["x"] + 5.0 * cell[:, None, None]))
+  np.testing.assert_allclose(probe.predict(shifted), p, rtol=1e-5, atol=1e-6)
+  probe.save(str(tmp_path / "probe"))
+  np.testing.assert_allclose(T.load_probe(str(tmp_path / "probe")).predict(data), p, rtol=1e-6)
+  # Means from reference rows only: poisoning the other rows' features moves nothing else.
+  ref = ~split.test
+  p_ref = probe.predict(data, center_rows=ref)
+  poisoned = dataclasses.replace(data, inputs=dict(data.inputs, x=np.where(ref[:, None, None], data.inputs["x"], 1e3)))
+  np.testing.assert_allclose(probe.predict(poisoned, center_rows=ref)[ref], p_ref[ref], rtol=1e-5, atol=1e-6)
+  with pytest.raises(F.FeatureError, match="no reference rows"):
+    probe.predict(data, center_rows=np.zeros(len(data), bool))
+  with pytest.raises(ValueError, match="reads token states"):
+    family_config("attention", center="checkpoint_task")
+  with pytest.raises(ValueError, match="center 'task'"):
+    family_config("linear", center="task")
 
 
 def test_per_task_heads_and_save_load_roundtrip(data, tmp_path):
@@ -140,8 +174,9 @@ def test_no_test_row_reaches_training(data):
   for key in ("x", "tokens", "nll"):
     poisoned.inputs[key][held_out] = 1e6
   poisoned.c[held_out] = data.k[held_out] - data.c[held_out]
-  for family in ("mlp", "attention", "hybrid"):
-    cfg = family_config(family)
+  for family, kw in (("mlp", {}), ("attention", {}), ("hybrid", {}),
+                     ("hybrid", {"center": "checkpoint_task", "nll_anchor": True})):
+    cfg = family_config(family, **kw)
     a, b = T.train_probe(data, split, cfg), T.train_probe(poisoned, split, cfg)
     for k in a.stats:
       np.testing.assert_array_equal(a.stats[k], b.stats[k])
@@ -219,3 +254,24 @@ def test_configs_build():
       assert set(cfg.layers) <= set(spec.layers)
   with pytest.raises(F.FeatureError, match="unknown field"):
     F.spec_from_config({"layers": (1,), "typo": 3})
+
+
+def test_nll_anchor():
+  """Untrained (zero head), an anchored hybrid predicts exactly p_ref = exp(-sum NLL); trained
+  where p_ref is pass@1, it predicts later checkpoints' task accuracy from earlier ones."""
+  from probing.probe_data import nll_features
+  sum_nll = np.array([0.01, 0.3, 1.0, 2.5, 7.0], np.float32)
+  feats = nll_features(sum_nll / 3, sum_nll)
+  probe = P.build(P.ProbeSpec("hybrid", n_layers=1, feature_dim=4, nll_anchor=True))
+  batch = {"x": np.zeros((5, 1, 4), np.float32), "nll": feats, "task": np.zeros(5, np.int32),
+           "nll_logit": -feats[:, 1] - feats[:, 2]}
+  np.testing.assert_allclose(1 / (1 + np.exp(-np.asarray(probe(batch), np.float64))), np.exp(-sum_nll),
+                             rtol=1e-4)
+  sets, labels = synthetic(exact_nll=True)
+  data = T.build_data(sets, labels, layers=LAYERS, pooling="mean", nll=True)
+  split = T.make_split(data)
+  trained = T.train_probe(data, split, family_config("hybrid", nll_anchor=True, center="checkpoint_task"))
+  ev = T.evaluate(data, trained.predict(data), split.test)
+  assert ev["task_accuracy_mae"] < 0.03 and ev["auroc"]["primary"]["mean"] > 0.7, ev["task_accuracy_mae"]
+  with pytest.raises(P.ProbeError, match="only the hybrid"):
+    P.ProbeSpec("linear", nll_anchor=True)

@@ -41,6 +41,7 @@ def base_config(family: str, arg: str | None) -> ml_collections.ConfigDict:
   c.block_lr_scale = 0.1
   c.per_task_heads = False
   c.task_embed_dim = 8
+  c.nll_anchor = False  # hybrid: the logit starts from logit(p_ref) of the gold-answer NLL
   # Training (optax adamw, the whole loop in one jit).
   c.lr = 3e-3
   c.wd = 1e-3
@@ -50,6 +51,7 @@ def base_config(family: str, arg: str | None) -> ml_collections.ConfigDict:
   c.patience = 5
   c.loss = "bce"  # 'bce' | 'mse' against the soft pass@1 c/k
   c.schedule = "cosine"
+  c.center = "none"  # 'checkpoint_task': pooled features centered per (checkpoint, task) cell
   c.seed = 0
   # Splits (see probing.probe_data).
   c.split = ml_collections.ConfigDict()
