@@ -172,11 +172,13 @@ class Demo:
       self.extract(ckpts)
 
   def labels(self) -> list[dict]:
-    records = []
-    for name in sorted(os.listdir(self.labels_dir)):
-      if name.endswith(".jsonl"):
-        records += labels_lib.load_records(os.path.join(self.labels_dir, name))
-    return records
+    """Every label record in the work dir (re-read only when a label file has changed)."""
+    files = sorted(os.path.join(self.labels_dir, n) for n in os.listdir(self.labels_dir) if n.endswith(".jsonl"))
+    key = tuple((f, os.stat(f).st_mtime_ns, os.stat(f).st_size) for f in files)
+    if getattr(self, "_labels_key", None) != key:
+      self._labels = [r for f in files for r in labels_lib.load_records(f)]
+      self._labels_key = key
+    return list(self._labels)
 
   def data(self, steps, family_cfg):
     """ProbeData of the given checkpoints for one family config (features joined with labels)."""
