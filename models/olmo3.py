@@ -459,21 +459,30 @@ class Attention(nnx.Module):
   def output(self, attn: jax.Array) -> jax.Array:
     return jnp.einsum("btnh,nhd->btd", attn, self.o_kernel[...].astype(self.dtype))
 
-  def __call__(self, x, positions, key_valid, segment_ids, query_block: int = 128):
+  def __call__(self, x, positions, key_valid, segment_ids, query_block: int = 128, prefix=None):
     q, k, v = self.project(x, positions)
     return self.output(blocked_self_attention(self.attend, q, k, v, key_valid, segment_ids,
-                                              self.window, query_block))
+                                              self.window, query_block, prefix, positions))
 
 
-def blocked_self_attention(attend, q, k, v, key_valid, segment_ids, window, query_block):
+def blocked_self_attention(attend, q, k, v, key_valid, segment_ids, window, query_block,
+                           prefix=None, positions=None):
   """Causal (optionally sliding) self-attention over query blocks.
 
   Each block of queries only looks at the keys it can see: [0, end) for full layers and
   [start - window + 1, end) for sliding ones, so causal and banded attention skip the work a
   dense T x T score matrix would waste. Shapes are static, so this unrolls under jit.
+  `prefix` = (k, v, length): keys/values [1, Pk, KV, hd] of the last Pk positions of a prefix of
+  `length` tokens that every row continues (`SharedPrefix`); `positions` are then absolute.
   """
-  t = q.shape[1]
+  t, b = q.shape[1], q.shape[0]
   idx = jnp.arange(t)
+  if prefix is not None:
+    if segment_ids is not None:
+      raise ValueError("a shared prefix and packed segments cannot be combined")
+    pk, pv, p_len = prefix
+    pk, pv = (jnp.broadcast_to(a, (b,) + a.shape[1:]).astype(k.dtype) for a in (pk, pv))
+    p_pos = jnp.arange(p_len - pk.shape[1], p_len)
   outs = []
   for qs in range(0, t, query_block):
     qe = min(qs + query_block, t)
@@ -485,7 +494,14 @@ def blocked_self_attention(attend, q, k, v, key_valid, segment_ids, window, quer
     allowed = allowed[None] & key_valid[:, None, ks:qe]
     if segment_ids is not None:
       allowed = allowed & (segment_ids[:, qs:qe, None] == segment_ids[:, None, ks:qe])
-    outs.append(attend(q[:, qs:qe], k[:, ks:qe], v[:, ks:qe], allowed))
+    keys, values = k[:, ks:qe], v[:, ks:qe]
+    if prefix is not None:
+      seen = jnp.ones((b, qe - qs, pk.shape[1]), bool)
+      if window is not None:
+        seen = positions[:, qs:qe, None] - p_pos[None, None, :] < window
+      allowed = jnp.concatenate([seen, allowed], axis=-1)
+      keys, values = jnp.concatenate([pk, keys], axis=1), jnp.concatenate([pv, values], axis=1)
+    outs.append(attend(q[:, qs:qe], keys, values, allowed))
   return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
 
 
@@ -520,16 +536,28 @@ class Block(nnx.Module):
     self.post_feedforward_norm = _param(rngs, (c.hidden_size,), ("norm",), pd, None)
     self.eps = c.rms_norm_eps
 
-  def __call__(self, x, positions, key_valid, segment_ids, query_block: int = 128):
-    a = self.attn(x, positions, key_valid, segment_ids, query_block)
+  def __call__(self, x, positions, key_valid, segment_ids, query_block: int = 128, prefix=None):
+    return self.finish(x, self.attn(x, positions, key_valid, segment_ids, query_block, prefix))
+
+  def finish(self, x, a):
+    """The block after attention: `a` [B, T, D] is the attention's (o-projected) output."""
     h = x + rms_norm(a, self.post_attention_norm[...], self.eps).astype(x.dtype)
-    m = self.mlp(h)
-    return h + rms_norm(m, self.post_feedforward_norm[...], self.eps).astype(x.dtype)
+    return h + rms_norm(self.mlp(h), self.post_feedforward_norm[...], self.eps).astype(x.dtype)
 
 
 class Olmo3Output(NamedTuple):
   logits: jax.Array | None
   hidden_states: tuple[jax.Array, ...] | dict[int, jax.Array]
+
+
+class SharedPrefix(NamedTuple):
+  """A token prefix that every row of a batch continues (e.g. the few-shot examples of a task),
+  run once: per block the keys/values a continuation can attend to (all of them on full layers,
+  the last window - 1 on sliding ones), and its hidden states at the requested layers.
+  `length` must stay a Python int (it is static under jit): `Olmo3.prefix_cache` makes one."""
+  length: int
+  kv: tuple[tuple[jax.Array, jax.Array], ...]  # per block: k, v [1, Pk, KV, hd]
+  hidden_states: dict[int, jax.Array]  # layer -> [1, P, D]
 
 
 def default_positions(attention_mask, segment_ids, batch: int, length: int) -> jax.Array:
@@ -570,15 +598,37 @@ class Olmo3(nnx.Module):
     logits = x @ self.lm_head[...].astype(dt)
     return logits[..., : self.config.vocab_size]
 
+  def prefix_cache(self, prefix_ids: jax.Array, layers: Sequence[int] = (), depth: int | None = None,
+                   query_block: int = 128) -> SharedPrefix:
+    """Runs a shared prefix [1, P] once through the first `depth` blocks (default: all)."""
+    p = prefix_ids.shape[1]
+    depth = self.config.num_hidden_layers if depth is None else depth
+    positions = jnp.arange(p, dtype=jnp.int32)[None]
+    valid = jnp.ones((1, p), bool)
+    x = self.embed(prefix_ids)
+    states, kv = {0: x}, []
+    for i in range(depth):
+      block = self.blocks[i]
+      attn = block.attn
+      q, k, v = attn.project(x, positions)
+      o = blocked_self_attention(attn.attend, q, k, v, valid, None, attn.window, query_block)
+      x = block.finish(x, attn.output(o))
+      states[i + 1] = x
+      keep = p if attn.window is None else min(p, attn.window - 1)
+      kv.append((k[:, p - keep:], v[:, p - keep:]))
+    return SharedPrefix(p, tuple(kv), {i: states[i] for i in layers})
+
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None, *,
                positions: jax.Array | None = None, segment_ids: jax.Array | None = None,
                layers: Sequence[int] | None = None, return_logits: bool = True,
-               query_block: int = 128) -> Olmo3Output:
+               query_block: int = 128, prefix: SharedPrefix | None = None) -> Olmo3Output:
     """input_ids [B, T] -> Olmo3Output.
 
     hidden_states: by default a tuple of num_layers + 1 arrays [B, T, D] (embedding output, then
     the raw residual after each block); with `layers=(i, ...)`, a dict of only those, and no block
     past the deepest requested one runs. `return_logits=False` skips the final norm and LM head.
+    With `prefix` (`prefix_cache`), every row continues that prefix: positions start after it
+    and attention also reads its keys, so the rows' states equal those of prefix + row.
     """
     c = self.config
     b, t = input_ids.shape
@@ -594,11 +644,16 @@ class Olmo3(nnx.Module):
     key_valid = (jnp.ones((b, t), bool) if attention_mask is None else attention_mask.astype(bool))
     if positions is None:
       positions = default_positions(attention_mask, segment_ids, b, t)
+      if prefix is not None:
+        positions = positions + prefix.length
     depth = n if layers is None else layers[-1]
+    if prefix is not None and len(prefix.kv) < depth:
+      raise ValueError(f"the prefix ran {len(prefix.kv)} blocks; this pass needs {depth}")
     x = self.embed(input_ids)
     states = [x]
     for i in range(depth):
-      x = self.blocks[i](x, positions, key_valid, segment_ids, query_block)
+      pre = None if prefix is None else (*prefix.kv[i], prefix.length)
+      x = self.blocks[i](x, positions, key_valid, segment_ids, query_block, pre)
       states.append(x)
     logits = self.logits_from_hidden(x) if return_logits else None
     hidden = tuple(states) if layers is None else {i: states[i] for i in layers}

@@ -27,7 +27,7 @@ import numpy as np
 from flax import nnx
 
 from models import sharding as sharding_lib
-from models.olmo3 import Olmo3, blocked_self_attention, default_positions, rms_norm
+from models.olmo3 import Olmo3, blocked_self_attention, default_positions
 
 _NEG = jnp.finfo(jnp.float32).min
 
@@ -128,8 +128,7 @@ def _prefill(model: Olmo3, ids, mask, mesh):
     attn = block.attn
     q, k, v = attn.project(x, positions)
     o = blocked_self_attention(attn.attend, q, k, v, key_valid, None, attn.window, 128)
-    h = x + rms_norm(attn.output(o), block.post_attention_norm[...], block.eps).astype(x.dtype)
-    x = h + rms_norm(block.mlp(h), block.post_feedforward_norm[...], block.eps).astype(x.dtype)
+    x = block.finish(x, attn.output(o))
     keep = p if attn.window is None else min(p, attn.window)
     kv.append((_constrain(k[:, p - keep:], mesh, _CACHE_AXES),
                _constrain(v[:, p - keep:], mesh, _CACHE_AXES)))
@@ -285,8 +284,7 @@ def _decode(graphdef, state, ids, mask, hashes, active, seed, temperature, top_p
       if attn.window is not None:
         allowed_p = allowed_p & ((p + g) - jnp.arange(p - pk, p) < attn.window)[None]
       o = _shared_attend(q[:, 0], kp, vp, allowed_p, kg, vg, allowed_g, k)
-      h = x + rms_norm(attn.output(o), block.post_attention_norm[...], block.eps).astype(x.dtype)
-      x = h + rms_norm(block.mlp(h), block.post_feedforward_norm[...], block.eps).astype(x.dtype)
+      x = block.finish(x, attn.output(o))
     logits = model.logits_from_hidden(x[:, 0])
     nxt = _select(logits, row_keys, i, temperature, top_p, st)
     nxt = jnp.where(done, st.pad_id, nxt)

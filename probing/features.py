@@ -10,6 +10,10 @@ generation) and pools inside the jit, so [batch, tokens, layers, hidden] never e
     exactly as above (attention is causal, so they equal plain extraction) and the teacher-forced
     loss of the reference tokens gives `nll_sum`, `nll_mean`, `ref_len` [N]. Logits are computed
     only at the reference positions, so hybrid costs about what plain extraction does.
+Prompts that share a long token prefix (a task's few-shot examples) run it once: each row
+continues its cached keys/values (`models.olmo3.SharedPrefix`) and mean pooling adds the
+prefix's state sums, so the features equal the full-prompt pass at a fraction of the tokens
+(`share_prefix`; the sidecar records `shared_prefix_tokens`).
 Layer i is hidden state i of `models.olmo3`: 0 is the embedding output, i the residual after
 block i - 1. Prompts longer than `max_prompt_tokens` keep their last tokens; references keep
 their first `max_reference_tokens` (counts of both are recorded).
@@ -19,7 +23,7 @@ live in `probing.feature_store`, re-exported here).
   features.json                   sidecar, written last (its presence marks a complete store):
                                   format, checkpoint, checkpoint_step, task, question_ids (store
                                   order), layers, pooling, token_layer, token_cap, hybrid,
-                                  reference_eos, dtype, hidden_size, tokenizer_hash,
+                                  reference_eos, dtype, hidden_size, tokenizer_hash, shared_prefix_tokens,
                                   prompt_format_hash, code_version, num_processes, files,
                                   truncated_prompts, truncated_references, timing, created.
   features.pXXXXX-of-YYYYY.npz    the rows process XXXXX extracted: `question_id` (str), `last`,
@@ -49,6 +53,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 from models import sharding as sharding_lib
+from models.olmo3 import SharedPrefix
 from probing.feature_store import (FORMAT, POOLINGS, SIDECAR, FeatureError, FeatureSet, _atomic_json,  # noqa: F401
                                    _atomic_npz, _process_file, _read_npz, _sha, code_version,
                                    find_stores, load_feature_sets, load_features, store_dir,
@@ -73,6 +78,10 @@ class ExtractSpec:
   length_bucket: int = 64  # pad lengths to a multiple, so few shapes compile
   nll_chunk: int = 128  # reference positions per LM-head chunk (bounds [B, chunk, V] logits)
   dtype: str = "float32"
+  # Prompts that all start with the same tokens (few-shot examples) run that prefix once and
+  # continue it per row (`models.olmo3.SharedPrefix`), when it is at least this many tokens.
+  share_prefix: bool = True
+  min_shared_prefix: int = 32
 
   def __post_init__(self):
     object.__setattr__(self, "layers", tuple(sorted(set(int(i) for i in self.layers))))
@@ -85,7 +94,7 @@ class ExtractSpec:
     if self.dtype not in _STORE_DTYPES:
       raise FeatureError(f"dtype {self.dtype!r}: expected one of {_STORE_DTYPES}")
     for name in ("token_cap", "batch_size", "max_prompt_tokens", "max_reference_tokens",
-                 "length_bucket", "nll_chunk"):
+                 "length_bucket", "nll_chunk", "min_shared_prefix"):
       if int(getattr(self, name)) < 1:
         raise FeatureError(f"ExtractSpec.{name} must be >= 1, got {getattr(self, name)!r}")
 
@@ -106,23 +115,59 @@ class ExtractSpec:
 
 def _encode(tokenizer, questions: Sequence[Any], spec: ExtractSpec):
   """Token lists of prompts (left-truncated) and, in hybrid mode, references (right-truncated)."""
+  batch = getattr(tokenizer, "encode_batch", None)
+  encode = batch if batch is not None else (lambda texts: [tokenizer.encode(t) for t in texts])
+  if spec.hybrid:
+    missing = [q.id for q in questions if not getattr(q, "reference", None)]
+    if missing:
+      raise FeatureError(f"question {missing[0]!r}: hybrid extraction needs a non-empty reference")
+  prompt_ids = encode([q.prompt for q in questions])
+  ref_ids = encode([q.reference for q in questions]) if spec.hybrid else None
   prompts, refs, cut_p, cut_r = [], [], 0, 0
-  for q in questions:
-    p = list(tokenizer.encode(q.prompt))
+  for i, q in enumerate(questions):
+    p = list(prompt_ids[i])
     if not p:
       raise FeatureError(f"question {q.id!r}: prompt encodes to no tokens")
     if len(p) > spec.max_prompt_tokens:
       p, cut_p = p[-spec.max_prompt_tokens:], cut_p + 1
     prompts.append(p)
     if spec.hybrid:
-      ref = getattr(q, "reference", None)
-      if not ref:
-        raise FeatureError(f"question {q.id!r}: hybrid extraction needs a non-empty reference")
-      r = list(tokenizer.encode(ref)) + ([int(tokenizer.eos_id)] if spec.reference_eos else [])
+      r = list(ref_ids[i]) + ([int(tokenizer.eos_id)] if spec.reference_eos else [])
       if len(r) > spec.max_reference_tokens:
         r, cut_r = r[:spec.max_reference_tokens], cut_r + 1
       refs.append(r)
   return prompts, (refs if spec.hybrid else None), cut_p, cut_r
+
+
+def shared_prefix_length(prompts: Sequence[Sequence[int]], spec: ExtractSpec) -> int:
+  """Tokens every prompt starts with that can run once (0 when fewer than spec.min_shared_prefix).
+
+  Every row keeps at least its last prompt token, and its last `token_cap` ones when token
+  states are extracted, so pooling and token states never need the prefix's per-row states.
+  """
+  if not spec.share_prefix or len(prompts) < 2:
+    return 0
+  keep = spec.token_cap if spec.token_layer is not None else 1
+  cap = min(len(p) for p in prompts) - keep
+  if cap < spec.min_shared_prefix:
+    return 0
+  heads = np.asarray([p[:cap] for p in prompts])
+  same = (heads == heads[:1]).all(axis=0)
+  n = cap if same.all() else int(np.argmin(same))
+  return n if n >= spec.min_shared_prefix else 0
+
+
+@functools.lru_cache(maxsize=8)
+def _prefix_runner(graphdef, layers: tuple[int, ...], depth: int):
+  """jit: (state, prefix ids [1, P]) -> (per-block K/V, [L, D] sums of the prefix's states)."""
+
+  def run(state, ids):
+    pre = nnx.merge(graphdef, state).prefix_cache(ids, layers, depth)
+    sums = jnp.stack([pre.hidden_states[i][0].astype(jnp.float32).sum(axis=0) for i in layers]) if layers \
+        else jnp.zeros((0,), jnp.float32)
+    return pre.kv, sums
+
+  return jax.jit(run)
 
 
 def _round_up(n: int, m: int) -> int:
@@ -157,27 +202,37 @@ def _assemble(prompts, refs, rows, batch_size: int, t: int, pad_id: int) -> dict
 # ----------------------------------------------------------------------------- the jitted pass
 
 
+def _depth(layers, token_layer, hybrid: bool, num_layers: int) -> tuple[int, ...]:
+  """The hidden states one pass needs (sorted)."""
+  want = set(layers) | ({token_layer} if token_layer is not None else set())
+  return tuple(sorted(want | ({num_layers} if hybrid else set())))
+
+
 @functools.lru_cache(maxsize=32)
 def _compiled(graphdef, layers: tuple[int, ...], pooling: tuple[str, ...], token_layer, token_cap: int,
-              hybrid: bool, r_pad: int, nll_chunk: int, num_layers: int, out_sharding):
-  """The jitted prefill + pooling for one static configuration (cached across calls)."""
+              hybrid: bool, r_pad: int, nll_chunk: int, num_layers: int, out_sharding, prefix_len: int = 0):
+  """The jitted prefill + pooling for one static configuration (cached across calls).
 
-  def forward(state, ids, valid, prompt_mask, last):
+  With `prefix_len` > 0 the rows continue a shared prefix (`prefix_kv`, and `prefix_sums` of its
+  states at `layers` for mean pooling): the ids hold only what follows it.
+  """
+
+  def forward(state, ids, valid, prompt_mask, last, prefix_kv=None, prefix_sums=None):
     model = nnx.merge(graphdef, state)
-    want = set(layers) | ({token_layer} if token_layer is not None else set())
-    if hybrid:
-      want.add(num_layers)
-    hs = model(ids, valid, layers=tuple(sorted(want)), return_logits=False).hidden_states
+    want = _depth(layers, token_layer, hybrid, num_layers)
+    prefix = None if not prefix_len else SharedPrefix(prefix_len, prefix_kv, {})
+    hs = model(ids, valid, layers=want, return_logits=False, prefix=prefix).hidden_states
     out = {}
     pm = prompt_mask.astype(jnp.float32)
-    count = jnp.maximum(pm.sum(axis=1), 1.0)
+    count = jnp.maximum(pm.sum(axis=1) + prefix_len, 1.0)
     if "last" in pooling:
       out["last"] = jnp.stack([jnp.take_along_axis(hs[i], last[:, None, None], axis=1)[:, 0]
                                .astype(jnp.float32) for i in layers], axis=1)
     if "mean" in pooling:
-      out["mean"] = jnp.stack([jnp.einsum("btd,bt->bd", hs[i], pm.astype(hs[i].dtype),
-                                          preferred_element_type=jnp.float32) / count[:, None]
-                               for i in layers], axis=1)
+      out["mean"] = jnp.stack([(jnp.einsum("btd,bt->bd", hs[i], pm.astype(hs[i].dtype),
+                                           preferred_element_type=jnp.float32)
+                                + (prefix_sums[j][None] if prefix_len else 0.0)) / count[:, None]
+                               for j, i in enumerate(layers)], axis=1)
     if token_layer is not None:
       idx = last[:, None] + jnp.arange(-(token_cap - 1), 1)[None, :]
       ok = idx >= 0
@@ -185,7 +240,7 @@ def _compiled(graphdef, layers: tuple[int, ...], pooling: tuple[str, ...], token
       tmask = ok & jnp.take_along_axis(prompt_mask, idx, axis=1)
       tok = jnp.take_along_axis(hs[token_layer], idx[:, :, None], axis=1).astype(jnp.float32)
       out["tokens"], out["tokens_mask"] = jnp.where(tmask[:, :, None], tok, 0.0), tmask
-    out["prompt_len"] = prompt_mask.sum(axis=1).astype(jnp.int32)
+    out["prompt_len"] = prompt_mask.sum(axis=1).astype(jnp.int32) + prefix_len
     if hybrid:
       t = ids.shape[1]
       h = hs[num_layers][:, t - r_pad - 1:t - 1]
@@ -262,6 +317,9 @@ def extract(model, tokenizer, questions: Sequence[Any], spec: ExtractSpec, *, me
   pad_id = 0 if pad_id is None else int(pad_id)
   t0 = time.perf_counter()
   prompts, refs, cut_p, cut_r = _encode(tokenizer, questions, spec)
+  prefix_len = shared_prefix_length(prompts, spec)
+  prefix_ids = prompts[0][:prefix_len]
+  prompts = [p[prefix_len:] for p in prompts]
   meta = {"format": FORMAT, "checkpoint": checkpoint, "checkpoint_step": int(checkpoint_step),
           "task": task, "question_ids": ids, "layers": list(spec.layers), "pooling": list(spec.pooling),
           "token_layer": spec.token_layer, "token_cap": spec.token_cap, "hybrid": spec.hybrid,
@@ -269,7 +327,7 @@ def extract(model, tokenizer, questions: Sequence[Any], spec: ExtractSpec, *, me
           "hidden_size": model.config.hidden_size, "tokenizer_hash": tokenizer_hash(tokenizer),
           "prompt_format_hash": prompt_format_hash, "spec": spec.to_dict(),
           "num_processes": pc, "files": [_process_file(i, pc) for i in range(pc)],
-          "truncated_prompts": cut_p, "truncated_references": cut_r}
+          "truncated_prompts": cut_p, "truncated_references": cut_r, "shared_prefix_tokens": prefix_len}
   fingerprint = _sha(json.dumps({k: meta[k] for k in ("checkpoint", "checkpoint_step", "task",
                                                       "question_ids", "spec", "tokenizer_hash",
                                                       "prompt_format_hash", "num_processes")}))
@@ -315,6 +373,12 @@ def extract(model, tokenizer, questions: Sequence[Any], spec: ExtractSpec, *, me
     from jax.experimental import multihost_utils
     done = multihost_utils.process_allgather(done).all(axis=0)
   graphdef, state = nnx.split(model)
+  pooled_layers = spec.layers if spec.pooling else ()
+  prefix_args = {}
+  if prefix_len and not done.all():
+    depth = _depth(pooled_layers, spec.token_layer, spec.hybrid, num_layers)[-1]
+    kv, sums = _prefix_runner(graphdef, pooled_layers, depth)(state, jnp.asarray([prefix_ids], jnp.int32))
+    prefix_args = {"prefix_kv": kv, "prefix_sums": sums}
   results: dict[int, dict[str, np.ndarray]] = {}
   t_fwd = 0.0
   for g, rows_all in enumerate(plan):
@@ -327,11 +391,11 @@ def extract(model, tokenizer, questions: Sequence[Any], spec: ExtractSpec, *, me
     t, r_pad = _shapes(prompts, refs, rows_all, spec)
     batch = _assemble(prompts, refs, mine, bg, t, pad_id)
     out_sharding = None if mesh is None else sharding_lib.batch_sharding(mesh, 1, batch_size=bg * pc)
-    fn = _compiled(graphdef, spec.layers if spec.pooling else (), spec.pooling if spec.layers else (),
+    fn = _compiled(graphdef, pooled_layers, spec.pooling if spec.layers else (),
                    spec.token_layer, spec.token_cap, spec.hybrid, r_pad, spec.nll_chunk, num_layers,
-                   out_sharding)
+                   out_sharding, prefix_len)
     t1 = time.perf_counter()
-    out = fn(state, **_to_device(batch, mesh, bg * pc))
+    out = fn(state, **_to_device(batch, mesh, bg * pc), **prefix_args)
     arrays = {k: _local_rows(v)[:len(mine)] for k, v in out.items()}
     t_fwd += time.perf_counter() - t1
     arrays = {k: (v.astype(spec.dtype) if k in _FLOAT_KEYS else v) for k, v in arrays.items()}

@@ -99,6 +99,48 @@ def test_extract_tasks_equals_per_task_extraction(model, extracted):
     F.extract_tasks(model, Tok(), {"t": []}, SPEC)
 
 
+def test_shared_prefix_extraction_equals_full_prompts(model):
+  """Few-shot prompts: the common prefix runs once; every feature equals the full-prompt pass."""
+  shots = "a1+b2=c3;" * 5  # 45 shared characters, past the sliding window (8)
+  qs = [Q(f"p{i}", shots + q.prompt, q.reference) for i, q in enumerate(questions())]
+  shared = F.extract(model, Tok(), qs, SPEC)
+  full = F.extract(model, Tok(), qs, dataclasses.replace(SPEC, share_prefix=False))
+  # Every row keeps its last token_cap (8) prompt tokens, which cuts the 45 shared ones here.
+  shortest = min(len(q.prompt) for q in qs)
+  assert shared.meta["shared_prefix_tokens"] == shortest - 8 < 45 and full.meta["shared_prefix_tokens"] == 0
+  mesh = sharding.make_mesh("data=2,fsdp=2,tensor=2")
+  sharded = F.extract(sharding.shard_model(olmo3.init_model(olmo3.tiny(), seed=0), mesh), Tok(), qs,
+                      dataclasses.replace(SPEC, batch_size=8), mesh=mesh)
+  for k, v in full.arrays.items():
+    np.testing.assert_allclose(shared.arrays[k], v, atol=2e-5, rtol=1e-5, err_msg=k)
+    np.testing.assert_allclose(sharded.arrays[k], v, atol=2e-5, rtol=1e-5, err_msg=k)
+  plain = dataclasses.replace(SPEC, token_layer=None, hybrid=False, pooling=("mean",))
+  assert F.shared_prefix_length([Tok().encode(q.prompt) for q in qs], plain) == 45
+  assert F.shared_prefix_length([Tok().encode(q.prompt) for q in questions()], plain) == 0
+
+
+def test_prefix_cache_continues_the_prefix_in_every_block(model):
+  """Model level: states of rows continuing a cached prefix equal those of prefix + row, with
+  left padding and several query blocks (the window slides across the prefix boundary)."""
+  rng = np.random.default_rng(3)
+  prefix = rng.integers(2, 250, 21)
+  rows = [rng.integers(2, 250, n) for n in (5, 9, 2)]
+  cache = model.prefix_cache(jnp.asarray(prefix[None]), layers=(0, 4))
+  assert cache.length == 21 and cache.kv[0][0].shape[1] == 7 and cache.kv[3][0].shape[1] == 21
+  t = max(len(r) for r in rows)
+  ids = np.zeros((len(rows), t), np.int32)
+  valid = np.zeros((len(rows), t), bool)
+  for j, r in enumerate(rows):
+    ids[j, t - len(r):], valid[j, t - len(r):] = r, True
+  got = model(jnp.asarray(ids), jnp.asarray(valid), prefix=cache, query_block=4)
+  for j, r in enumerate(rows):
+    whole = model(jnp.asarray(np.concatenate([prefix, r])[None]))
+    np.testing.assert_allclose(np.asarray(got.logits[j, t - len(r):]), np.asarray(whole.logits[0, 21:]),
+                               atol=2e-5)
+    np.testing.assert_allclose(np.asarray(got.hidden_states[2][j, t - len(r):]),
+                               np.asarray(whole.hidden_states[2][0, 21:]), atol=2e-5)
+
+
 def test_sharded_extraction_matches_single_device(extracted):
   mesh = sharding.make_mesh("data=2,fsdp=2,tensor=2")
   m = sharding.shard_model(olmo3.init_model(olmo3.tiny(), seed=0), mesh)
