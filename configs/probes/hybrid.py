@@ -11,7 +11,8 @@ checkpoints, where the NLL tracks it (p_ref = exp(-sum) is pass@1 at T = 1 for a
     ranking within a (checkpoint, task) cell, not an activation direction that drifts in training.
 Chosen on the probe-training checkpoints alone (testbed: trained on steps 80 and 160, scored on
 non-test questions at 240 and 320, where four skills rise from near 0): task-accuracy error
-0.063 without the anchor, 0.014 with both (AUROC 0.862 -> 0.858); without centering 0.047. The
+0.063 without the anchor, 0.014 with both (AUROC 0.862 -> 0.858); without centering 0.047
+(AUROC 0.872). The
 testbed preset reads every layer's last and mean state, like the linear probe.
 
   python -m launch.extract --config=configs/probes/hybrid.py:testbed \

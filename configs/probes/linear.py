@@ -1,4 +1,4 @@
-"""Linear probe: logistic regression on one layer's pooled state (mean over prompt tokens).
+"""Linear probe: logistic regression on pooled prompt states (see the presets below).
 
   python -m launch.extract --config=configs/probes/linear.py:testbed \
       --config.data.checkpoint=runs/testbed/checkpoints/step_1200 \
