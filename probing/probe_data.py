@@ -252,7 +252,7 @@ def center_cells(data: ProbeData, reference=None) -> ProbeData:
   This removes the shift a checkpoint applies to every question's state (training progress),
   so a head reads only how a question differs from the others of its task at that checkpoint.
   The hybrid uses it: its gold-answer NLL carries the checkpoint-level change, which the NLL
-  tracks exactly (p_ref = exp(-sum) is pass@1 at T = 1), and its activations only the ranking
+  tracks (p_ref = exp(-sum) is pass@1 at T = 1 for a unique answer), and its activations only the ranking
   within a cell, so an activation direction that drifts over training cannot drag the predicted
   accuracy. The means are unlabeled statistics of the rows passed in together (predict a task's
   questions at a checkpoint together, not one by one), or of the `reference` rows among them
