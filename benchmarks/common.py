@@ -13,6 +13,8 @@ import statistics
 import time
 from typing import Callable, Mapping, NamedTuple
 
+from probing import atomic
+
 
 def load_average() -> list[float]:
   """1/5/15-minute load averages; > the core count means our timings were contended."""
@@ -103,13 +105,11 @@ def summarize(samples: list[Sample], items_per_call: int) -> dict:
 
 
 def write_json(path: str, obj) -> None:
-  """Writes `obj` as indented JSON, creating the parent directory."""
+  """Writes `obj` as indented JSON (atomically), creating the parent directory."""
   parent = os.path.dirname(path)
   if parent:
     os.makedirs(parent, exist_ok=True)
-  with open(path, "w") as f:
-    json.dump(obj, f, indent=2)
-    f.write("\n")
+  atomic.write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def table(rows: list[list], header: list[str]) -> str:

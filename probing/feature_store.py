@@ -92,14 +92,7 @@ def code_version() -> str:
 
 
 def _atomic_npz(path: str, arrays: Mapping[str, np.ndarray]) -> None:
-  tmp = f"{path}.tmp{os.getpid()}"
-  try:
-    with open(tmp, "wb") as f:
-      np.savez(f, **arrays)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  atomic.replace_from_tmp(path, lambda f: np.savez(f, **arrays), mode="wb")
 
 
 def _atomic_json(path: str, obj: Any) -> None:

@@ -49,6 +49,7 @@ import numpy as np
 from flax import nnx
 
 from models.olmo3 import Block, Olmo3Config, rms_norm
+from probing import atomic
 from probing.probe_data import NLL_FEATURES
 
 FAMILIES = ("linear", "mlp", "attention", "submodel", "hybrid")
@@ -343,10 +344,7 @@ def save(path: str | os.PathLike, heads: Mapping[str, Probe], stats: Mapping[str
   ckpt = ocp.StandardCheckpointer()
   ckpt.save(os.path.join(path, "params"), tree, force=True)
   ckpt.wait_until_finished()
-  tmp = os.path.join(path, f"{CARD}.tmp{os.getpid()}")
-  with open(tmp, "w") as f:
-    json.dump(card, f, indent=1)
-  os.replace(tmp, os.path.join(path, CARD))
+  atomic.write_json(os.path.join(path, CARD), card, indent=1)
 
 
 def load(path: str | os.PathLike):

@@ -16,6 +16,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from probing import atomic
+
 # Substrings that mark a family as a baseline (drawn hatched and grey-toned).
 _BASELINE_MARKERS = ("baseline", "prior", "nll", "tfidf", "tf-idf", "length", "random", "chance")
 
@@ -30,13 +32,7 @@ def _save(fig: Figure, path: str | os.PathLike) -> Path:
   """Writes PNG to a temporary name in the same directory, then renames over `path`."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-  try:
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
-  finally:
-    if tmp.exists():
-      tmp.unlink()
+  atomic.replace_from_tmp(path, lambda f: fig.savefig(f, format="png"), mode="wb")
   return path
 
 
@@ -269,9 +265,7 @@ def write_markdown_report(path: str | os.PathLike, *, title: str,
         rel = Path(os.path.relpath(rel, path.parent.resolve()))
       parts.append(f"![{caption}]({rel.as_posix()})\n\n*{caption}*\n")
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-  tmp.write_text("\n".join(parts), encoding="utf-8")
-  os.replace(tmp, path)
+  atomic.write_text(path, "\n".join(parts))
   return path
 
 
