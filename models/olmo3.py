@@ -553,7 +553,7 @@ class Olmo3Output(NamedTuple):
 class SharedPrefix(NamedTuple):
   """A token prefix that every row of a batch continues (e.g. the few-shot examples of a task),
   run once: per block the keys/values a continuation can attend to (all of them on full layers,
-  the last window - 1 on sliding ones), and its hidden states at the requested layers.
+  the last `window` on sliding ones), and its hidden states at the requested layers.
   `length` must stay a Python int (it is static under jit): `Olmo3.prefix_cache` makes one."""
   length: int
   kv: tuple[tuple[jax.Array, jax.Array], ...]  # per block: k, v [1, Pk, KV, hd]
@@ -598,25 +598,35 @@ class Olmo3(nnx.Module):
     logits = x @ self.lm_head[...].astype(dt)
     return logits[..., : self.config.vocab_size]
 
-  def prefix_cache(self, prefix_ids: jax.Array, layers: Sequence[int] = (), depth: int | None = None,
-                   query_block: int = 128) -> SharedPrefix:
-    """Runs a shared prefix [1, P] once through the first `depth` blocks (default: all)."""
-    p = prefix_ids.shape[1]
+  def prefill(self, input_ids: jax.Array, attention_mask: jax.Array | None = None, *,
+              depth: int | None = None, query_block: int = 128):
+    """Runs [B, P] (left-padded) through the first `depth` blocks (default: all), keeping K/V.
+
+    Returns (hidden states: depth + 1 arrays [B, P, D]; per block the keys/values [B, Pk, KV, hd]
+    a continuation can attend to: all P on full layers, the last `window` on sliding ones).
+    The sampler's prompt pass and `prefix_cache` both run this.
+    """
+    b, p = input_ids.shape
     depth = self.config.num_hidden_layers if depth is None else depth
-    positions = jnp.arange(p, dtype=jnp.int32)[None]
-    valid = jnp.ones((1, p), bool)
-    x = self.embed(prefix_ids)
-    states, kv = {0: x}, []
-    for i in range(depth):
-      block = self.blocks[i]
+    valid = jnp.ones((b, p), bool) if attention_mask is None else attention_mask.astype(bool)
+    positions = default_positions(attention_mask, None, b, p)
+    x = self.embed(input_ids)
+    states, kv = [x], []
+    for block in self.blocks[:depth]:
       attn = block.attn
       q, k, v = attn.project(x, positions)
       o = blocked_self_attention(attn.attend, q, k, v, valid, None, attn.window, query_block)
       x = block.finish(x, attn.output(o))
-      states[i + 1] = x
-      keep = p if attn.window is None else min(p, attn.window - 1)
+      states.append(x)
+      keep = p if attn.window is None else min(p, attn.window)
       kv.append((k[:, p - keep:], v[:, p - keep:]))
-    return SharedPrefix(p, tuple(kv), {i: states[i] for i in layers})
+    return states, kv
+
+  def prefix_cache(self, prefix_ids: jax.Array, layers: Sequence[int] = (), depth: int | None = None,
+                   query_block: int = 128) -> SharedPrefix:
+    """Runs a shared prefix [1, P] once through the first `depth` blocks (default: all)."""
+    states, kv = self.prefill(prefix_ids, depth=depth, query_block=query_block)
+    return SharedPrefix(prefix_ids.shape[1], tuple(kv), {i: states[i] for i in layers})
 
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None, *,
                positions: jax.Array | None = None, segment_ids: jax.Array | None = None,

@@ -27,7 +27,7 @@ import numpy as np
 from flax import nnx
 
 from models import sharding as sharding_lib
-from models.olmo3 import Olmo3, blocked_self_attention, default_positions
+from models.olmo3 import Olmo3
 
 _NEG = jnp.finfo(jnp.float32).min
 
@@ -119,20 +119,9 @@ _CACHE_AXES = ("batch", "length", "kv_heads", "head_dim")
 
 def _prefill(model: Olmo3, ids, mask, mesh):
   """Runs the prompt; returns last-column logits [B, V] and per-layer prompt K/V (window-trimmed)."""
-  b, p = ids.shape
-  key_valid = mask.astype(bool)
-  positions = default_positions(mask, None, b, p)
-  x = model.embed(ids)
-  kv = []
-  for block in model.blocks:
-    attn = block.attn
-    q, k, v = attn.project(x, positions)
-    o = blocked_self_attention(attn.attend, q, k, v, key_valid, None, attn.window, 128)
-    x = block.finish(x, attn.output(o))
-    keep = p if attn.window is None else min(p, attn.window)
-    kv.append((_constrain(k[:, p - keep:], mesh, _CACHE_AXES),
-               _constrain(v[:, p - keep:], mesh, _CACHE_AXES)))
-  return model.logits_from_hidden(x[:, -1]), kv
+  states, kv = model.prefill(ids, mask)
+  kv = [(_constrain(k, mesh, _CACHE_AXES), _constrain(v, mesh, _CACHE_AXES)) for k, v in kv]
+  return model.logits_from_hidden(states[-1][:, -1]), kv
 
 
 def _shared_attend(q, kp, vp, allowed_p, kg, vg, allowed_g, num_samples):

@@ -126,7 +126,7 @@ def test_prefix_cache_continues_the_prefix_in_every_block(model):
   prefix = rng.integers(2, 250, 21)
   rows = [rng.integers(2, 250, n) for n in (5, 9, 2)]
   cache = model.prefix_cache(jnp.asarray(prefix[None]), layers=(0, 4))
-  assert cache.length == 21 and cache.kv[0][0].shape[1] == 7 and cache.kv[3][0].shape[1] == 21
+  assert cache.length == 21 and cache.kv[0][0].shape[1] == 8 and cache.kv[3][0].shape[1] == 21
   t = max(len(r) for r in rows)
   ids = np.zeros((len(rows), t), np.int32)
   valid = np.zeros((len(rows), t), bool)
