@@ -38,7 +38,7 @@ def main(argv):
   with common.user_errors(ValueError, FileNotFoundError, KeyError, RuntimeError):
     summary = demo.run(cfg, WORKDIR.value, log=logging.info)
   print("\n" + demo_report.headline(summary))
-  print(f"\nstage times: " + ", ".join(f"{k} {v:.0f}s" for k, v in summary["stage_seconds"].items()))
+  print("\nstage times: " + ", ".join(f"{k} {v:.0f}s" for k, v in summary["stage_seconds"].items()))
   print(f"total {summary['total_seconds']:.0f}s; report: {WORKDIR.value}/report.md")
   sys.stdout.flush()
 

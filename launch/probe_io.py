@@ -46,7 +46,8 @@ def load_checkpoint(data, mesh) -> Checkpoint:
 
 
 def task_names(data) -> list[str]:
-  return [t.strip() for t in data.tasks.split(",") if t.strip()]
+  """`config.data.tasks` (comma-separated) as a list; empty when unset."""
+  return [t.strip() for t in (data.tasks or "").split(",") if t.strip()]
 
 
 def write_json(path: str, obj: Any) -> None:

@@ -16,7 +16,7 @@ from absl import app, logging
 from ml_collections import config_flags
 
 from launch import common
-from launch.probe_io import require, write_json, write_jsonl
+from launch.probe_io import require, task_names, write_json, write_jsonl
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/probes/*.py file.", lock_config=True)
 
@@ -29,7 +29,7 @@ def main(argv):
     from probing import features, probes, train
     require(c, "data.features", "data.labels", "out")
     cfg = train.ProbeConfig.from_mapping(c.to_dict())
-    tasks = [t for t in (c.data.tasks or "").split(",") if t] or None
+    tasks = task_names(c.data) or None
     sets = features.load_feature_sets(c.data.features, tasks=tasks)
     has_nll = all("nll_mean" in fs.arrays for fs in sets)
     data = train.build_data(sets, train.read_labels(c.data.labels), layers=cfg.layers,

@@ -10,7 +10,6 @@ import math
 from typing import Any, Iterable, Mapping, Sequence
 
 import jax
-import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 

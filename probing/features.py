@@ -151,10 +151,14 @@ def shared_prefix_length(prompts: Sequence[Sequence[int]], spec: ExtractSpec) ->
   cap = min(len(p) for p in prompts) - keep
   if cap < spec.min_shared_prefix:
     return 0
-  heads = np.asarray([p[:cap] for p in prompts])
-  same = (heads == heads[:1]).all(axis=0)
-  n = cap if same.all() else int(np.argmin(same))
-  return n if n >= spec.min_shared_prefix else 0
+  first, n = np.asarray(prompts[0][:cap]), cap
+  for p in prompts[1:]:  # the common prefix only shrinks: no [N, cap] array for large tasks
+    differ = np.flatnonzero(np.asarray(p[:n]) != first[:n])
+    if differ.size:
+      n = int(differ[0])
+      if n < spec.min_shared_prefix:
+        return 0
+  return n
 
 
 @functools.lru_cache(maxsize=8)
