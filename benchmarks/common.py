@@ -13,7 +13,7 @@ import statistics
 import time
 from typing import Callable, Mapping, NamedTuple
 
-from probing import atomic
+from models import io
 
 
 def load_average() -> list[float]:
@@ -109,7 +109,7 @@ def write_json(path: str, obj) -> None:
   parent = os.path.dirname(path)
   if parent:
     os.makedirs(parent, exist_ok=True)
-  atomic.write_text(path, json.dumps(obj, indent=2) + "\n")
+  io.write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def table(rows: list[list], header: list[str]) -> str:

@@ -37,7 +37,7 @@ flags.DEFINE_integer("k", 8, "Samples per prompt in the sampled case.")
 flags.DEFINE_string("_worker", None, "Internal: 'framework:size:ckpt_dir'.")
 FLAGS = flags.FLAGS
 
-SIZES = {  # as in shared/reference/cpu-speed.md
+SIZES = {  # the benchmark models (BENCHMARKS.md)
     "tiny": dict(num_hidden_layers=4, hidden_size=128, num_attention_heads=4, num_key_value_heads=2,
                  intermediate_size=384, vocab_size=1024),
     "small": dict(num_hidden_layers=8, hidden_size=512, num_attention_heads=8, num_key_value_heads=8,

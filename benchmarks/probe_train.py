@@ -5,7 +5,7 @@ Usage: python -m benchmarks.probe_train --out=benchmarks/out/probe_train.json
 Data: synthetic activation-like features (anisotropic spectrum, random rotation, non-zero means,
 a few "massive activation" dimensions) with a logistic ground truth, at 20k x 512 and 5k x 4096;
 80% train / 20% test rows. Both sides standardize with training-row statistics (timed).
-  * ours: `probing.train.fit` with the linear family and the hyper-parameters of
+  * ours: `probing.probes.train.fit` with the linear family and the hyper-parameters of
     configs/probes/linear.py (adamw, minibatches, cosine schedule, the whole loop in one jit,
     early stopping on the first 10% of training rows, which it does not train on);
   * sklearn: lbfgs LogisticRegression at the C (of 1 ... 1e-4) that scores best on
@@ -27,7 +27,9 @@ from sklearn.metrics import roc_auc_score
 
 from benchmarks import common
 from configs.probes import linear as linear_config
-from probing import probes, train
+from probing.probes import ProbeSpec, build_probe, configs_from
+from probing.probes.train import fit
+from probing.probes.trained import apply
 
 CASES = ((20000, 512), (5000, 4096))
 C_GRID = (1.0, 0.1, 0.01, 0.001, 0.0001)
@@ -55,15 +57,15 @@ def run_case(n: int, d: int, repeats: int) -> dict:
   n_train = int(0.8 * n)
   n_val = n_train // 10
   train_rows, test = np.arange(n) < n_train, np.arange(n) >= n_train
-  cfg = train.ProbeConfig.from_mapping(linear_config.get_config().to_dict())
+  _, cfg = configs_from(linear_config.get_config())
   zeros = lambda m: np.zeros(m, np.int32)  # noqa: E731
   state = {}
 
   def ours():
     xs = _standardize(x, train_rows).astype(np.float32)[:, None, :]
-    probe = probes.build(probes.ProbeSpec("linear", n_layers=1, feature_dim=d), cfg.seed)
+    probe = build_probe(ProbeSpec("linear", n_layers=1, feature_dim=d), cfg.seed)
     fit_rows = slice(n_val, n_train)
-    probe, log, _ = train.fit(probe, {"x": xs[fit_rows], "y": y[fit_rows], "task": zeros(n_train - n_val)},
+    probe, log, _ = fit(probe, {"x": xs[fit_rows], "y": y[fit_rows], "task": zeros(n_train - n_val)},
                               {"x": xs[:n_val], "y": y[:n_val], "task": zeros(n_val)}, cfg)
     state["ours"] = (probe, xs, log)
 
@@ -82,7 +84,7 @@ def run_case(n: int, d: int, repeats: int) -> dict:
   sklearn()
   times = common.interleaved({"ours": ours, "sklearn": sklearn}, rounds=repeats, min_seconds=0.0)
   probe, xs, log = state["ours"]
-  p_ours = train.apply(probe, {"x": xs[test], "task": zeros(int(test.sum()))})
+  p_ours = apply(probe, {"x": xs[test], "task": zeros(int(test.sum()))})
   auc_ours = roc_auc_score(y[test], p_ours)
   auc_sk = roc_auc_score(y[test], state["sklearn"].decision_function(xs0[test]))
   med = lambda k: statistics.median(s.seconds_per_call for s in times[k])  # noqa: E731

@@ -14,8 +14,35 @@ def init_runtime() -> None:
   import jax
   if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("COORDINATOR_ADDRESS"):
     jax.distributed.initialize()
+  with_testbed()
   logging.info("process %d/%d, %d local / %d global devices (%s)", jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
+
+
+def config_of(config_flag):
+  """The value of a `config_flags` flag, or one clear line and exit 1 when --config is missing."""
+  if config_flag.value is None:
+    print("error: pass --config=<config file>[:<variant>] (e.g. configs/probes/linear.py:testbed)",
+          file=sys.stderr)
+    sys.exit(1)
+  return config_flag.value
+
+
+def with_testbed() -> None:
+  """Registers the embedded testbed's tasks and alphabet, so its names work on the command line
+  (launch scripts may import it; the library core never does)."""
+  import probing.testbed  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+
+
+def quiet_orbax_logs() -> None:
+  """Drops orbax's per-save INFO chatter (it logs through absl) so progress lines stay readable."""
+  import logging as std_logging  # pylint: disable=import-outside-toplevel
+
+  class _Filter(std_logging.Filter):
+    def filter(self, record):
+      return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
+
+  logging.get_absl_handler().addFilter(_Filter())
 
 
 @contextlib.contextmanager

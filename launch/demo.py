@@ -1,8 +1,11 @@
 """`make demo`: pretrain a small OLMo3 on synthetic skills, label, probe, evaluate, report.
 
-  python -m launch.demo                       # about 10 min on 2 CPU cores, into runs/demo
-  python -m launch.demo --preset=smoke --workdir=runs/smoke   # about 90 s: pipeline check
+  python -m launch.demo                       # about 5 min on 2 CPU cores, into runs/demo
+  python -m launch.demo --config=configs/experiments/demo.py:smoke --workdir=runs/smoke  # ~90 s
   python -m launch.demo --config.labels.num_samples=16 --config.probe_families=linear,hybrid
+  python -m launch.demo --config=configs/experiments/olmo3_7b.py --config.checkpoints=... \
+      --config.checkpoint_steps=... --config.tokenizer=...  # real checkpoints
+`--preset=smoke` is shorthand for `--config=configs/experiments/demo.py:smoke`.
 Rerunning after a kill resumes: finished checkpoints, labels, features and probes are reused.
 """
 from __future__ import annotations
@@ -14,34 +17,40 @@ from ml_collections import config_flags
 
 from launch import common
 
-CONFIG = config_flags.DEFINE_config_file("config", "configs/experiments/demo.py",
-                                         "Demo config; --preset picks its variant.", lock_config=False)
-PRESET = flags.DEFINE_enum("preset", "default", ["default", "smoke"], "Demo size.")
+DEFAULT_CONFIG = "configs/experiments/demo.py"
+CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Experiment config (append :smoke).",
+                                         lock_config=False)
+flags.DEFINE_enum("preset", None, ["default", "smoke"], f"Shorthand for --config={DEFAULT_CONFIG}:<preset>.")
 WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Work dir (reused to resume).")
+
+
+def preset_as_config(argv: list[str]) -> list[str]:
+  """Rewrites `--preset=X` into `--config=configs/experiments/demo.py:X` before flags are parsed
+  (so `--config.*` overrides apply to the variant); giving both is an error."""
+  presets = [a for a in argv[1:] if a.startswith("--preset=")]
+  if not presets:
+    return argv
+  if any(a == "--config" or a.startswith("--config=") for a in argv[1:]):
+    sys.exit("error: give either --preset or --config, not both")
+  preset = presets[-1].split("=", 1)[1]
+  if preset not in ("default", "smoke"):
+    sys.exit(f"error: --preset={preset}: expected 'default' or 'smoke'")
+  rest = [a for a in argv[1:] if not a.startswith("--preset=")]
+  return argv[:1] + [f"--config={DEFAULT_CONFIG}" + ("" if preset == "default" else f":{preset}")] + rest
 
 
 def main(argv):
   del argv
   common.init_runtime()
-  from configs.experiments import demo as demo_config
-  from probing import demo, demo_report, pretrain
-  pretrain.quiet_orbax_logs()
-  cfg = CONFIG.value
-  if PRESET.value != cfg.preset:  # re-read the file's variant, keeping --config.* overrides
-    cfg = demo_config.get_config(PRESET.value)
-    for key, value in config_flags.get_override_values(flags.FLAGS["config"]).items():
-      node = cfg
-      *parents, leaf = key.split(".")
-      for p in parents:
-        node = node[p]
-      node[leaf] = value
+  common.quiet_orbax_logs()
+  from probing.demo import pipeline, report
   with common.user_errors(ValueError, FileNotFoundError, KeyError, RuntimeError):
-    summary = demo.run(cfg, WORKDIR.value, log=logging.info)
-  print("\n" + demo_report.headline(summary))
+    summary = pipeline.run(CONFIG.value, WORKDIR.value, log=logging.info)
+  print("\n" + report.headline(summary))
   print("\nstage times: " + ", ".join(f"{k} {v:.0f}s" for k, v in summary["stage_seconds"].items()))
   print(f"total {summary['total_seconds']:.0f}s; report: {WORKDIR.value}/report.md")
   sys.stdout.flush()
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=lambda argv: flags.FLAGS(preset_as_config(argv)))

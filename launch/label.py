@@ -23,8 +23,8 @@ CONFIG = config_flags.DEFINE_config_file(
 def main(argv):
   del argv
   common.init_runtime()
-  from probing import labels, pretrain
-  pretrain.quiet_orbax_logs()
+  from probing import labels
+  common.quiet_orbax_logs()
   with common.user_errors():
     summary = labels.run(CONFIG.value, log=logging.info)
   logging.info("labels done: %d new records (%d in all) in %.1fs", summary["new_records"], summary["records"],

@@ -24,8 +24,8 @@ WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, trai
 def main(argv):
   del argv
   common.init_runtime()
-  from probing import pretrain
-  pretrain.quiet_orbax_logs()
+  from probing.testbed import pretrain
+  common.quiet_orbax_logs()
   with common.user_errors():
     summary = pretrain.train(CONFIG.value, WORKDIR.value)
   logging.info("pretrain done: %d checkpoints in %.0fs (resumed from step %d)", len(summary["checkpoints"]),

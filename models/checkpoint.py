@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from typing import Any, Mapping
 
 import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from models import convert, io
 from models import sharding as sharding_lib
 from models.olmo3 import Olmo3, Olmo3Config, abstract_model, dtype_name
 from models.version import code_version
@@ -31,10 +30,7 @@ def save(path: str | os.PathLike, model: Olmo3, metadata: Mapping[str, Any] | No
   path = os.path.abspath(os.fspath(path))
   if os.path.exists(path):
     raise FileExistsError(f"{path}: checkpoint already exists")
-  parent = os.path.dirname(path)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=parent)
-  try:
+  with io.staged_dir(path) as tmp:
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(os.path.join(tmp, PARAMS_DIR), params)
@@ -50,10 +46,6 @@ def save(path: str | os.PathLike, model: Olmo3, metadata: Mapping[str, Any] | No
     meta.update(dict(metadata or {}))
     with open(os.path.join(tmp, METADATA_FILE), "w") as f:
       json.dump(meta, f, indent=2, default=str)
-    os.replace(tmp, path)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return path
 
 
@@ -88,3 +80,29 @@ def load(path: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None, dtyp
   nnx.replace_by_pure_dict(params_abstract, restored)
   nnx.update(model, params_abstract)
   return model
+
+
+def config_of(path: str | os.PathLike) -> Olmo3Config:
+  """The Olmo3Config of an orbax checkpoint of ours or a HF directory, without loading weights."""
+  if is_checkpoint(path):
+    return Olmo3Config.from_dict(read_metadata(path)["config"])
+  return Olmo3Config.from_hf(os.fspath(path))
+
+
+def load_any(path: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None, dtype=None) -> tuple[Olmo3, dict]:
+  """(model, metadata) from an orbax checkpoint of ours or a HF safetensors directory.
+
+  HF directories get the metadata `{"format": "hf"}`. A path that is neither raises
+  FileNotFoundError naming it; a checkpoint that does not load raises ValueError with the cause.
+  """
+  path = os.fspath(path)
+  if not path or not os.path.isdir(path):
+    raise FileNotFoundError(f"checkpoint {path!r} is not a directory")
+  try:
+    if is_checkpoint(path):
+      return load(path, mesh=mesh, dtype=dtype), read_metadata(path)
+    if os.path.exists(os.path.join(path, "config.json")):
+      return convert.load_hf(path, dtype=dtype or "float32", mesh=mesh), {"format": "hf"}
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"checkpoint {path} does not load: {e}") from e
+  raise FileNotFoundError(f"{path}: neither an orbax checkpoint ({METADATA_FILE}) nor a HF dir (config.json)")

@@ -10,9 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import struct
-import tempfile
 from typing import Callable, Iterator, Mapping
 
 import jax
@@ -23,8 +21,9 @@ from flax import nnx
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
+from models import io
 from models import sharding as sharding_lib
-from models.olmo3 import Olmo3, Olmo3Config, abstract_model, as_dtype, dtype_name
+from models.olmo3 import Block, Olmo3, Olmo3Config, abstract_model, as_dtype, dtype_name
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -229,6 +228,26 @@ def load_hf(path: str | os.PathLike, *, dtype=jnp.float32, mesh: jax.sharding.Me
   return nnx.merge(graphdef, state)
 
 
+def read_blocks(path: str | os.PathLike, config: Olmo3Config, layers) -> dict[int, nnx.State]:
+  """float32 nnx States of the given blocks, reading only their tensors from a HF directory."""
+  path = os.fspath(path)
+  files = _tensor_files(path)
+  states = {}
+  for i in layers:
+    block = Block(config, i, rngs=nnx.Rngs(0))
+    flat = dict(nnx.to_flat_state(nnx.state(block, nnx.Param)))
+    for rule in param_table(config):
+      if rule.path[:2] != ("blocks", i):
+        continue
+      if rule.hf_key not in files:
+        raise CheckpointError(f"{path}: missing tensor {rule.hf_key}")
+      with _open(files[rule.hf_key]) as f:
+        value = rule.to_flax(f.get_tensor(rule.hf_key)).astype(np.float32)
+      flat[rule.path[2:]] = flat[rule.path[2:]].replace(jnp.asarray(value))
+    states[i] = nnx.State.from_flat_path(list(flat.items()))
+  return states
+
+
 def iter_hf_tensors(model: Olmo3) -> Iterator[tuple[str, np.ndarray]]:
   """(HF key, numpy array in HF layout) for every tensor, one at a time."""
   state = nnx.state(model)
@@ -243,10 +262,7 @@ def save_hf(model: Olmo3, path: str | os.PathLike, *, max_shard_bytes: int = 2 *
   path = os.fspath(path)
   if os.path.exists(path) and os.listdir(path):
     raise FileExistsError(f"{path}: exists and is not empty")
-  parent = os.path.dirname(os.path.abspath(path))
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=parent)
-  try:
+  with io.staged_dir(path, replace=True) as tmp:
     out_dtype = None if dtype is None else as_dtype(dtype)
     shards: list[dict[str, np.ndarray]] = [{}]
     size = 0
@@ -273,12 +289,6 @@ def save_hf(model: Olmo3, path: str | os.PathLike, *, max_shard_bytes: int = 2 *
       config["torch_dtype"] = config["dtype"] = dtype_name(out_dtype)
     with open(os.path.join(tmp, "config.json"), "w") as f:
       json.dump(config, f, indent=2)
-    if os.path.exists(path):
-      os.rmdir(path)
-    os.replace(tmp, path)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
 
 
 def summarize(model: Olmo3) -> dict:

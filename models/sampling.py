@@ -1,6 +1,6 @@
 """KV-cache decoding for `models.olmo3.Olmo3`: greedy, temperature and top-p, k samples per prompt.
 
-Why it is shaped this way (see `shared/reference/cpu-speed.md`):
+Why it is shaped this way (measured on CPU; BENCHMARKS.md has the figures):
   * prefill and the whole decode loop run in ONE jit (`lax.while_loop` that exits once every row
     has stopped), so there is no per-token Python or dispatch overhead;
   * each prompt is prefilled once and its KV cache is shared by its k samples: decode attention

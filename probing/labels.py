@@ -5,6 +5,9 @@ greedy one) with `models.sampling`, decode, cut at the task's stop strings, scor
 `task.score_many`, and append one record per (checkpoint, task, question_id) to
 `<out_dir>/<checkpoint>.jsonl`; provenance goes to the sidecar `<checkpoint>.provenance.json`.
 
+The label file (`<checkpoint>.jsonl`) has one reader, `read_label_file`, behind `read_finished`
+(resuming), `read_labels` (training) and `load_records`.
+
 Resumable because every sample's random stream depends only on (seed, task/question id, sample
 index), batches are cut from the full ordered question list (a rerun recomputes a partly written
 batch whole and writes only its missing records, so it runs the very same programs), records
@@ -13,7 +16,6 @@ are appended per batch with flush + fsync, and a torn last line is cut off on re
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import json
 import os
 import re
@@ -22,12 +24,11 @@ from typing import Any, Callable, Sequence
 
 from flax import nnx
 
-from models import checkpoint as ckpt_lib
-from models import convert, sampling
+from models import io, sampling
 from models import sharding as sharding_lib
-from models.olmo3 import as_dtype
+from models.config import as_dtype
 from models.version import code_version
-from probing import atomic
+from probing import checkpoints
 from probing import tasks as task_registry
 from probing import tokenizer as tokenizer_lib
 
@@ -53,69 +54,6 @@ class Setup:
   params: sampling.SamplingParams  # template: per-task max_new_tokens/stops are filled in
 
 
-def _task_names(spec) -> list[str]:
-  """'gsm8k,syn_*' -> names; a pattern with * or ? expands over the registry."""
-  names = []
-  for item in (spec.split(",") if isinstance(spec, str) else spec):
-    item = item.strip()
-    if any(ch in item for ch in "*?["):
-      hits = fnmatch.filter(task_registry.names(), item)
-      if not hits:
-        raise LabelError(f"task pattern {item!r} matches no task; known: {', '.join(task_registry.names())}")
-      names += hits
-    elif item:
-      names.append(item)
-  if not names:
-    raise LabelError("no tasks given (set --config.tasks=name1,name2)")
-  return list(dict.fromkeys(names))
-
-
-def load_checkpoint(path: str, *, mesh=None, dtype="float32"):
-  """(model, metadata) from our orbax checkpoint dir or a HF safetensors dir."""
-  if not path or not os.path.isdir(path):
-    raise LabelError(f"checkpoint {path!r} is not a directory")
-  try:
-    if ckpt_lib.is_checkpoint(path):
-      return ckpt_lib.load(path, mesh=mesh, dtype=dtype), ckpt_lib.read_metadata(path)
-    if os.path.exists(os.path.join(path, "config.json")):
-      return convert.load_hf(path, dtype=dtype, mesh=mesh), {"format": "hf"}
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    raise LabelError(f"checkpoint {path} does not load: {e}") from e
-  raise LabelError(f"{path}: neither an orbax checkpoint (metadata.json) nor a HF dir (config.json)")
-
-
-def resolve_tokenizer(spec: str, checkpoint_path: str, metadata: dict) -> tokenizer_lib.Tokenizer:
-  """'' = from the checkpoint; 'char' / 'char:<alphabet>'; 'shipped:<name>'; or a tokenizer.json path."""
-  try:
-    if not spec:
-      meta = metadata.get("tokenizer") or {}
-      if meta.get("kind") == "char":
-        return tokenizer_lib.CharTokenizer(meta["alphabet"])
-      path = os.path.join(checkpoint_path, "tokenizer.json")
-      if os.path.exists(path):
-        return tokenizer_lib.HFTokenizer(path)
-      raise LabelError(f"{checkpoint_path} names no tokenizer; set --config.tokenizer")
-    if spec == "char":
-      from probing.tasks import synthetic  # pylint: disable=import-outside-toplevel
-      return tokenizer_lib.CharTokenizer(synthetic.ALPHABET)
-    if spec.startswith("char:"):
-      return tokenizer_lib.CharTokenizer(spec[len("char:"):])
-    if spec.startswith("shipped:"):
-      return tokenizer_lib.HFTokenizer(tokenizer_lib.shipped_tokenizer_path(spec[len("shipped:"):]))
-    return tokenizer_lib.HFTokenizer(spec)
-  except (OSError, ValueError, KeyError) as e:
-    raise LabelError(f"tokenizer {spec or '(from checkpoint)'!r}: {e}") from e
-
-
-def checkpoint_step_of(config, metadata: dict, name: str) -> int | None:
-  if config.checkpoint_step is not None:
-    return int(config.checkpoint_step)
-  if metadata.get("checkpoint_step") is not None:
-    return int(metadata["checkpoint_step"])
-  m = re.search(r"step[_-]?(\d+)", name)
-  return int(m.group(1)) if m else None
-
-
 def setup(config) -> Setup:
   """Validates settings, tasks, tokenizer and checkpoint (in that order, cheapest first)."""
   try:
@@ -128,27 +66,27 @@ def setup(config) -> Setup:
   if config.batch_size < 1 or (config.limit is not None and config.limit < 1):
     raise LabelError("batch_size and limit must be >= 1")
   try:
-    tasks = [task_registry.get(name) for name in _task_names(config.tasks)]
+    names = task_registry.expand(config.tasks)
   except KeyError as e:
     raise LabelError(str(e.args[0])) from e
+  if not names:
+    raise LabelError("no tasks given (set --config.tasks=name1,name2)")
+  tasks = [task_registry.get(name) for name in names]
   try:
     mesh = sharding_lib.make_mesh(config.mesh) if config.mesh else None
   except ValueError as e:
     raise LabelError(f"mesh: {e}") from e
-  path = os.path.abspath(config.checkpoint) if config.checkpoint else ""
-  if not os.path.isdir(path):
-    raise LabelError(f"checkpoint {config.checkpoint!r} is not a directory")
   try:
     as_dtype(config.dtype)
   except (ValueError, TypeError) as e:
     raise LabelError(f"dtype: {e}") from e
-  metadata = ckpt_lib.read_metadata(path) if ckpt_lib.is_checkpoint(path) else {}
-  tok = resolve_tokenizer(config.tokenizer, path, metadata)
-  model, metadata = load_checkpoint(path, mesh=mesh, dtype=config.dtype)
-  name = config.checkpoint_id or metadata.get("checkpoint") or os.path.basename(path.rstrip("/"))
-  if tok.vocab_size > model.config.vocab_size:
-    raise LabelError(f"tokenizer has {tok.vocab_size} ids, the model only {model.config.vocab_size}")
-  return Setup(config, model, tok, tasks, name, checkpoint_step_of(config, metadata, name), mesh, params)
+  try:
+    ck = checkpoints.open_checkpoint(config.checkpoint or "", mesh=mesh, dtype=config.dtype,
+                                     tokenizer=config.tokenizer, name=config.checkpoint_id,
+                                     step=config.checkpoint_step, require_step=False)
+  except (checkpoints.CheckpointError, tokenizer_lib.TokenizerError) as e:
+    raise LabelError(str(e)) from e
+  return Setup(config, ck.model, ck.tokenizer, tasks, ck.name, ck.step, mesh, params)
 
 
 def stop_tokens(tok: tokenizer_lib.Tokenizer, stop_strings: Sequence[str]):
@@ -177,19 +115,18 @@ def stop_tokens(tok: tokenizer_lib.Tokenizer, stop_strings: Sequence[str]):
 # ----------------------------------------------------------------------------- the output file
 
 
-def read_finished(path: str) -> dict[tuple[str, str, str], dict]:
-  """Records already written, by key; cuts a torn last line (a killed write) off the file."""
-  if not os.path.exists(path):
-    return {}
+def read_label_file(path: str | os.PathLike, *, repair: bool = False) -> list[dict]:
+  """Every record of one labels file, in order. A torn last line (a killed append) is ignored,
+  or with `repair` cut off the file; lines without a question_id (headers) are skipped."""
   with open(path, "rb") as f:
     data = f.read()
   end = data.rfind(b"\n") + 1
-  if end < len(data):
+  if repair and end < len(data):
     with open(path, "r+b") as f:
       f.truncate(end)
       f.flush()
       os.fsync(f.fileno())
-  done = {}
+  out = []
   for n, line in enumerate(data[:end].splitlines(), 1):
     if not line.strip():
       continue
@@ -197,8 +134,37 @@ def read_finished(path: str) -> dict[tuple[str, str, str], dict]:
       rec = json.loads(line)
     except json.JSONDecodeError as e:
       raise LabelError(f"{path}:{n}: corrupt record ({e}); move the file away to start over") from e
-    done[(rec["checkpoint"], rec["task"], rec["question_id"])] = rec
-  return done
+    if "question_id" in rec:
+      out.append(rec)
+  return out
+
+
+def read_finished(path: str) -> dict[tuple[str, str, str], dict]:
+  """Records already written, by key; cuts a torn last line (a killed write) off the file."""
+  if not os.path.exists(path):
+    return {}
+  return {(r["checkpoint"], r["task"], r["question_id"]): r for r in read_label_file(path, repair=True)}
+
+
+def load_records(path: str | os.PathLike) -> list[dict]:
+  """All records of a labels file (a torn last line is ignored, not repaired)."""
+  return read_label_file(path)
+
+
+def read_labels(paths: str | os.PathLike | Sequence[str]) -> list[dict]:
+  """Label records from JSONL files (comma-separated or a list; a directory means its *.jsonl)."""
+  if isinstance(paths, (str, os.PathLike)):
+    paths = [p for p in str(paths).split(",") if p]
+  files = []
+  for p in paths:
+    if not os.path.exists(p):
+      raise LabelError(f"labels {p!r}: no such file or directory")
+    files += (sorted(os.path.join(p, f) for f in os.listdir(p) if f.endswith(".jsonl"))
+              if os.path.isdir(p) else [p])
+  out = [r for f in files for r in read_label_file(f)]
+  if not out:
+    raise LabelError(f"no label records in {files}")
+  return out
 
 
 def _write_provenance(path: str, s: Setup) -> None:
@@ -222,25 +188,19 @@ def _write_provenance(path: str, s: Setup) -> None:
       raise LabelError(f"{path}: task {t.name} had prompt format {prov['tasks'][t.name]}, now "
                        f"{t.format_hash()}; use another out_dir")
     prov["tasks"][t.name] = t.format_hash()
-  atomic.write_json(path, prov, indent=2, sort_keys=True)
-
-
-def _append(f, records: list[dict]) -> None:
-  f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
-  f.flush()
-  os.fsync(f.fileno())
+  io.write_json(path, prov, indent=2, sort_keys=True)
 
 
 # ----------------------------------------------------------------------------- the run
 
 
-def _label_batch(s: Setup, task, questions, split, max_new, stops) -> list[dict]:
+def _label_batch(s: Setup, task, questions, graph_state, max_new, stops) -> list[dict]:
   """Generates, decodes, truncates and scores one batch; returns its records."""
   tok, c = s.tokenizer, s.config
   prompts = tok.encode_batch([q.prompt for q in questions])
   ids = [f"{task.name}/{q.id}" for q in questions]
   kw = dict(pad_id=tok.pad_id, eos_id=tok.eos_id, mesh=s.mesh, batch_multiple=c.batch_size,
-            graphdef_state=split)
+            graphdef_state=graph_state)
   params = dataclasses.replace(s.params, max_new_tokens=max_new, stop_token_ids=stops[0],
                                stop_sequences=stops[1])
   t0 = time.perf_counter()
@@ -294,7 +254,7 @@ def run(config, *, log: Callable[[str], None] = print) -> dict:
   total = sum(n for _, _, n in plan)
   log(f"labels: {s.checkpoint} (step {s.checkpoint_step}) -> {out_path}; {len(finished)} records "
       f"already there, {total} questions to do")
-  split = nnx.split(s.model)
+  graph_state = nnx.split(s.model)
   done_q = new_records = gen_tokens = 0
   t_start = time.perf_counter()
   with open(out_path, "a") as f:
@@ -302,9 +262,9 @@ def run(config, *, log: Callable[[str], None] = print) -> dict:
       max_new = int(config.max_new_tokens or task.max_new_tokens)
       stops = stop_tokens(s.tokenizer, task.stop_sequences)
       for batch in todo:
-        records = _label_batch(s, task, batch, split, max_new, stops)
+        records = _label_batch(s, task, batch, graph_state, max_new, stops)
         fresh = [r for r in records if (s.checkpoint, task.name, r["question_id"]) not in finished]
-        _append(f, fresh)
+        io.append_jsonl(f, fresh)
         new_records += len(fresh)
         done_q += len(batch)
         gen_tokens += sum(sum(r["num_tokens"]) + (r["greedy_num_tokens"] or 0) for r in records)
@@ -316,23 +276,16 @@ def run(config, *, log: Callable[[str], None] = print) -> dict:
           "records": len(finished) + new_records, "seconds": time.perf_counter() - t_start}
 
 
-def load_records(path: str) -> list[dict]:
-  """All records of a labels file (a torn last line is ignored, not repaired)."""
-  with open(path) as f:
-    lines = f.read().split("\n")
-  return [json.loads(line) for line in lines[:-1] if line.strip()]
-
-
-__all__ = ["LabelError", "RESULT_KEYS", "Setup", "label_questions", "load_checkpoint", "load_records",
-           "read_finished", "resolve_tokenizer", "run", "setup", "stop_tokens"]
-
-
 def label_questions(s: Setup, task, questions: Sequence) -> list[dict]:
   """Records for `questions` of `task`, in memory (no files): the core of `run`, for callers
   that time or embed generative evaluation on an already loaded model."""
-  split = nnx.split(s.model)
+  graph_state = nnx.split(s.model)
   max_new = int(s.config.max_new_tokens or task.max_new_tokens)
   stops = stop_tokens(s.tokenizer, task.stop_sequences)
   bs = s.config.batch_size
   return [r for i in range(0, len(questions), bs)
-          for r in _label_batch(s, task, list(questions[i:i + bs]), split, max_new, stops)]
+          for r in _label_batch(s, task, list(questions[i:i + bs]), graph_state, max_new, stops)]
+
+
+__all__ = ["LabelError", "RESULT_KEYS", "Setup", "label_questions", "load_records", "read_finished",
+           "read_label_file", "read_labels", "run", "setup", "stop_tokens"]

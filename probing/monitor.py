@@ -1,12 +1,12 @@
 """In-training monitor: predicted task accuracies from the live params, every N steps.
 
 A callback for a JAX training loop. Given probes trained on labels of earlier checkpoints, it
-runs the same one-pass feature extraction the offline pipeline uses, directly on the model being
-trained (no checkpoint export, same mesh), applies the probes, and logs the predicted accuracy
-of each task. The extraction function is compiled once and reused across calls, so the cost
-per call is one prefill over the monitored questions plus the probe heads.
+runs each probe's one prediction path (`TrainedProbe.predict_model`: the extraction the probe
+declares, then its heads) directly on the model being trained (no checkpoint export, same
+mesh), and logs the predicted accuracy of each task. The extraction is compiled once and reused
+across calls, so the cost per call is one prefill over the monitored questions plus the heads.
 
-  monitor = ProbeMonitor({"linear": probe}, questions, tokenizer, spec, every=100, mesh=mesh)
+  monitor = ProbeMonitor({"linear": probe}, questions, tokenizer, every=100, mesh=mesh)
   for step in range(...):
     ...train step...
     monitor.maybe_run(step, model)
@@ -14,8 +14,6 @@ per call is one prefill over the monitored questions plus the probe heads.
 """
 from __future__ import annotations
 
-import json
-import os
 import time
 from typing import Callable, Mapping, Sequence
 
@@ -23,16 +21,18 @@ import jax
 import numpy as np
 from flax import nnx
 
+from models import io
 from probing import features as features_lib
-from probing.probe_data import build_data
 
 
 class ProbeMonitor:
   """Logs predicted per-task accuracy from live params every `every` steps."""
 
   def __init__(self, probes: Mapping[str, "object"], questions: Mapping[str, Sequence], tokenizer,
-               spec: features_lib.ExtractSpec, *, every: int, mesh=None, log: Callable[[str], None] = print,
-               out_path: str | None = None):
+               spec: features_lib.ExtractSpec | None = None, *, every: int, mesh=None,
+               log: Callable[[str], None] = print, out_path: str | None = None):
+    """`probes`: name -> TrainedProbe; `questions`: task -> questions; `spec` replaces each probe's
+    own `extract_spec()` (e.g. another batch size)."""
     if every < 1:
       raise ValueError(f"monitor every={every}: must be >= 1")
     if not probes:
@@ -54,14 +54,11 @@ class ProbeMonitor:
     # is not counted as the monitor's.
     jax.block_until_ready(nnx.state(model, nnx.Param))
     t0 = time.perf_counter()
-    sets = features_lib.extract_tasks(model, self.tokenizer, self.questions, self.spec, mesh=self.mesh,
-                                      checkpoint=f"live-{step}", checkpoint_step=int(step))
     records = []
     for name, probe in self.probes.items():
-      card = probe.card
-      data = build_data(sets, None, layers=tuple(card.get("layers") or ()), pooling=card.get("pooling", "mean"),
-                        tokens=probe.spec.uses_tokens, nll=probe.spec.uses_nll)
-      p = probe.predict(data)
+      pred = probe.predict_model(model, self.tokenizer, self.questions, mesh=self.mesh, spec=self.spec,
+                                 checkpoint=f"live-{step}", checkpoint_step=int(step))
+      data, p = pred.data, pred.p
       for task in self.questions:
         rows = data.task == task
         records.append({"step": int(step), "probe": name, "task": task, "predicted": float(np.mean(p[rows])),
@@ -81,7 +78,7 @@ class ProbeMonitor:
     summary = ", ".join(f"{r['task']}={r['predicted']:.2f}" for r in records if r["probe"] == records[0]["probe"])
     self.log(f"monitor step {step} ({records[0]['probe']}, {records[0]['seconds']:.2f}s): {summary}")
     if self.out_path:
-      _append_jsonl(self.out_path, records)
+      io.append_jsonl(self.out_path, records)
     return records
 
   def cost_seconds(self) -> dict:
@@ -90,10 +87,3 @@ class ProbeMonitor:
     return {"first_call": s[0] if s else None, "median_warm": float(np.median(s[1:])) if len(s) > 1 else None,
             "calls": len(s)}
 
-
-def _append_jsonl(path: str, records: list[dict]) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "a") as f:
-    f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
-    f.flush()
-    os.fsync(f.fileno())

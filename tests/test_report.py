@@ -1,8 +1,8 @@
-"""probing.report: each plot writes a valid non-empty PNG; the markdown holds tables and links."""
+"""probing.eval.report: each plot writes a valid non-empty PNG; the markdown holds tables and links."""
 import numpy as np
 import pytest
 
-from probing import report
+from probing.eval import report
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -10,7 +10,7 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def _assert_png(path):
   data = path.read_bytes()
   assert data.startswith(_PNG_MAGIC) and len(data) > 1000
-  assert not list(path.parent.glob("*.tmp*"))  # the temporary file (probing.atomic naming) was renamed away
+  assert not list(path.parent.glob("*.tmp*"))  # the temporary file (models.io naming) was renamed away
 
 
 def test_plots_write_png(tmp_path):

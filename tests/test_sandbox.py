@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from probing import sandbox
+from probing.tasks import sandbox
 
 OK = "print(sum(range(5)))"
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -278,7 +278,7 @@ def test_works_as_a_non_root_user():
   script = textwrap.dedent(f"""
   import json, sys
   sys.path.insert(0, {str(REPO)!r})
-  from probing import sandbox
+  from probing.tasks import sandbox
   prot = sandbox.active_protections()
   runs = [sandbox.run_program("print(6 * 7)"), sandbox.run_program("assert False"),
           sandbox.run_program("while True: pass", timeout=1.0)]

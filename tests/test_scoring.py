@@ -1,7 +1,7 @@
 """Answer extraction and comparison, on hand-written completions in each task's style."""
 import pytest
 
-from probing import scoring as S
+from probing.tasks import scoring as S
 
 # ---------------------------------------------------------------------------- GSM8K
 

@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from probing import sandbox, tasks
+from probing import tasks
+from probing.tasks import sandbox
 from probing.tasks.code import HumanEval, _data_dir, _stop_safe
 
 COUNTS = {"humaneval": 164, "mbpp": 500}

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from probing.tokenizer import (CharTokenizer, HFTokenizer, shipped_tokenizer_path,
-                               tokenizer_hash)
+from probing.tasks.olmo_eval import shipped_tokenizer_path
+from probing.tokenizer import CharTokenizer, HFTokenizer, tokenizer_hash
 
 TEXTS = [
     "Question: Janet’s ducks lay 16 eggs per day.\nAnswer: So the answer is 18.",

@@ -8,10 +8,16 @@ every later one -> report, with an in-loop monitor during the rest of pretrainin
   python -m launch.demo --workdir=runs/demo
   python -m launch.demo --workdir=runs/smoke --config=configs/experiments/demo.py:smoke
   python -m launch.demo --config.labels.num_samples=16 --config.probe_families=linear,hybrid
+
+The probe families are the files of configs/probes/ at their 'testbed' preset (`families`);
+`probe_families` picks which of them run. `labels` is a full label config
+(configs/experiments/label.py) whose checkpoint, tasks and output the pipeline fills in.
 """
+import importlib
+
 import ml_collections
 
-from configs.experiments import testbed
+from configs.experiments import label, testbed
 
 FAMILIES = ("linear", "mlp", "attention", "submodel", "hybrid")
 
@@ -22,9 +28,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f"unknown demo preset {preset!r}; expected 'default' or 'smoke'")
   c = ml_collections.ConfigDict()
   c.preset = preset
-  c.seed = 0
+  c.seed = 0  # pretraining data order, label sampling
   c.mesh = "data=-1"
-  c.dtype = "float32"
+  c.dtype = "float32"  # model dtype for labels and features
   # Real checkpoints instead of the testbed (see olmo3_7b.py): comma-separated dirs (HF or ours),
   # their monotone training steps, the tasks and the tokenizer.json. Empty = the testbed.
   c.checkpoints = ""
@@ -39,7 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.test_frac = 0.3  # held-out questions (hash split), never seen by probes or their selection
   c.val_frac = 0.15  # validation questions for early stopping, from the training checkpoints
 
-  c.labels = ml_collections.ConfigDict()
+  c.labels = label.get_config()
   c.labels.num_samples = 8  # k
   # T = 1: labels sample from the model's own distribution, so exp(-NLL) of the gold answer is
   # exactly a question's pass@1 (the hybrid probe's strongest input).
@@ -47,10 +53,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.labels.top_p = 1.0
   c.labels.greedy = True
   c.labels.batch_size = 128
-  c.labels.limit = 0  # questions per skill; 0 = all the task has
+  c.labels.limit = None  # questions per skill; None = all the task has
+  c.labels.tokenizer = "char"  # the testbed's alphabet; real checkpoints: their tokenizer.json
+  c.labels.seed = c.get_ref("seed")
+  c.labels.mesh = c.get_ref("mesh")
+  c.labels.dtype = c.get_ref("dtype")
 
-  c.probe_families = ",".join(FAMILIES)
-  c.probe_preset = "testbed"  # configs/probes/*.py preset
+  c.probe_families = ",".join(FAMILIES)  # which of `families` run
+  c.families = ml_collections.ConfigDict(
+      {f: importlib.import_module(f"configs.probes.{f}").get_config("testbed") for f in FAMILIES})
   c.cross_checkpoint_family = "linear"  # family retrained per split point for the heatmap
 
   c.monitor = ml_collections.ConfigDict()

@@ -14,6 +14,8 @@ pretraining and the in-loop monitor (the checkpoints already exist):
 steps of earlier stages (stage 1 ends at 1,413,814; stage 2 adds 47,684). Probes use the '7b'
 preset of configs/probes/*.py (layers 8-32, the middle layer's token states, bf16 model).
 """
+import importlib
+
 import ml_collections
 
 from configs.experiments import demo
@@ -26,7 +28,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.mesh = "fsdp=-1"
   c.dtype = "bfloat16"
   c.tasks = "gsm8k,minerva_math_500,humaneval,mbpp,arc_challenge,mmlu"
-  c.probe_preset = "7b"
+  c.families = ml_collections.ConfigDict(
+      {f: importlib.import_module(f"configs.probes.{f}").get_config("7b") for f in demo.FAMILIES})
+  c.labels.tokenizer = c.get_ref("tokenizer")
   c.labels.num_samples = 16
   c.labels.temperature = 0.6
   c.labels.top_p = 0.95

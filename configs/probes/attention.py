@@ -13,6 +13,11 @@ from configs.probes import common
 def get_config(arg=None):
   c = common.base_config("attention", arg)
   common.use_tokens(c, arg)
-  c.hidden, c.n_queries = 64, 4
-  c.lr, c.wd, c.epochs, c.batch, c.patience = 1e-3, 1e-2, 60, 128, 8
+  c.head.hidden = 64
+  c.head.n_queries = 4
+  c.train.lr = 1e-3
+  c.train.wd = 1e-2
+  c.train.epochs = 60
+  c.train.batch = 128
+  c.train.patience = 8
   return c

@@ -24,75 +24,91 @@ def preset(arg: str | None) -> dict:
 
 
 def base_config(family: str, arg: str | None) -> ml_collections.ConfigDict:
-  """Every field a probe config has; family files override the probe and training fields."""
+  """Every field a probe config has, in typed sections; family files override `head` and `train`.
+
+  Sections: `head` -> `probing.probes.ProbeConfig`, `train` -> `probing.probes.TrainConfig`,
+  `split` -> `probing.probes.make_split`, `extract` -> `probing.features.ExtractSpec`; each raises
+  on a field it does not know. `data` names inputs, `probe` a trained probe, `out` the output.
+  """
   p = preset(arg)
   c = ml_collections.ConfigDict()
-  c.family = family
-  # Which extracted features the probe reads.
-  c.layers = (p["mid"],)
-  c.pooling = "mean"  # 'last', 'mean' or 'last+mean'
-  c.token_layer = config_dict.placeholder(int)  # attention / submodel
-  # Architecture.
-  c.hidden = 128
-  c.n_queries = 4
-  c.base = "linear"  # hybrid: the family whose head also gets the NLL
-  c.submodel_blocks = 2
-  c.submodel_train = "all"  # 'all' | 'norms' | 'none'
-  c.block_lr_scale = 0.1
-  c.per_task_heads = False
-  c.task_embed_dim = 8
-  c.nll_anchor = False  # hybrid: the logit starts from logit(p_ref) of the gold-answer NLL
-  # Training (optax adamw, the whole loop in one jit).
-  c.lr = 3e-3
-  c.wd = 1e-3
-  c.epochs = 100
-  c.batch = 512  # 0 = full batch
-  c.eval_every = 1
-  c.patience = 5
-  c.loss = "bce"  # 'bce' | 'mse' against the soft pass@1 c/k
-  c.schedule = "cosine"
-  c.center = "none"  # 'checkpoint_task': pooled features centered per (checkpoint, task) cell
-  c.seed = 0
-  # Splits (see probing.probe_data).
+
+  # What the probe is (probing.probes.ProbeConfig).
+  c.head = ml_collections.ConfigDict()
+  c.head.family = family
+  c.head.layers = (p["mid"],)  # pooled hidden states read by linear/mlp (0 = embeddings)
+  c.head.pooling = "mean"  # 'last', 'mean' or 'last+mean'
+  c.head.token_layer = config_dict.placeholder(int)  # attention / submodel: token states' layer
+  c.head.hidden = 128  # mlp / attention width
+  c.head.n_queries = 4  # attention: learned queries
+  c.head.base = "linear"  # hybrid: the family whose head also gets the NLL
+  c.head.submodel_blocks = 2  # submodel: checkpoint blocks copied after token_layer
+  c.head.per_task_heads = False  # one head per task instead of a shared one
+  c.head.task_embed_dim = 8  # shared head: learned task embedding width
+  c.head.nll_anchor = False  # hybrid: the logit starts from logit(p_ref) of the gold-answer NLL
+  c.head.center = "none"  # 'checkpoint_task': pooled features centered per (checkpoint, task) cell
+
+  # How it is fitted (probing.probes.TrainConfig; optax adamw, the whole loop in one jit).
+  c.train = ml_collections.ConfigDict()
+  c.train.lr = 3e-3  # peak learning rate of the head
+  c.train.wd = 1e-3  # decoupled weight decay on head kernels
+  c.train.epochs = 100  # upper bound; early stopping usually ends sooner
+  c.train.batch = 512  # rows per minibatch; 0 = full batch
+  c.train.eval_every = 1  # epochs per validation round
+  c.train.patience = 5  # validation rounds without improvement before stopping
+  c.train.loss = "bce"  # 'bce' | 'mse' against the soft pass@1 c/k
+  c.train.schedule = "cosine"  # 'cosine' | 'constant'
+  c.train.submodel_train = "all"  # submodel blocks: 'all' | 'norms' | 'none'
+  c.train.block_lr_scale = 0.1  # submodel blocks' lr relative to the head's
+  c.train.seed = 0  # head initialization and minibatch order
+
+  # Splits (probing.probes.make_split).
   c.split = ml_collections.ConfigDict()
-  c.split.test_frac = 0.3
-  c.split.val_frac = 0.15
-  c.split.earlier_predicts_later = True
+  c.split.test_frac = 0.3  # held-out questions (hash split)
+  c.split.val_frac = 0.15  # early-stopping questions, from the training checkpoints
+  c.split.earlier_predicts_later = True  # train on early checkpoints, test on later ones
   c.split.train_upto_step = config_dict.placeholder(int)  # default: first 40% of checkpoints
   c.split.train_checkpoint_frac = 0.4
   c.split.min_train_checkpoints = 3
-  c.baselines = True
-  c.sklearn_c = 0.1
-  # Extraction (launch/extract.py, launch/predict.py): the same for every family, so one
-  # extraction serves all five probes and the baselines.
+
+  # Evaluation beside the probe (probing.eval.baselines).
+  c.eval = ml_collections.ConfigDict()
+  c.eval.baselines = True  # priors, gold-answer NLL and sklearn LR on the same split
+  c.eval.sklearn_c = 0.1  # inverse L2 strength of the sklearn baseline
+
+  # Extraction (probing.features.ExtractSpec): the same for every family, so one extraction
+  # serves all five probes and the baselines.
   c.extract = ml_collections.ConfigDict()
   c.extract.layers = p["extract_layers"]
   c.extract.pooling = ("last", "mean")
   c.extract.token_layer = p["mid"]  # token states for attention/submodel probes
-  c.extract.token_cap = p["token_cap"]
+  c.extract.token_cap = p["token_cap"]  # last prompt tokens kept as token states
   c.extract.hybrid = True  # gold-answer NLL in the same pass (hybrid probe, NLL baseline)
-  c.extract.reference_eos = p["reference_eos"]
-  c.extract.batch_size = p["batch_size"]
-  c.extract.max_prompt_tokens = p["max_prompt_tokens"]
-  c.extract.max_reference_tokens = p["max_reference_tokens"]
-  c.extract.dtype = p["store_dtype"]
-  # Inputs and outputs.
+  c.extract.reference_eos = p["reference_eos"]  # the reference ends in EOS (testbed answers do)
+  c.extract.batch_size = p["batch_size"]  # prompts per forward pass, per process
+  c.extract.max_prompt_tokens = p["max_prompt_tokens"]  # longer prompts keep their last tokens
+  c.extract.max_reference_tokens = p["max_reference_tokens"]  # longer references keep their first
+  c.extract.dtype = p["store_dtype"]  # float dtype of stored features
+
+  # Inputs.
   c.data = ml_collections.ConfigDict()
   c.data.features = config_dict.placeholder(str)  # root of the feature stores
   c.data.labels = config_dict.placeholder(str)  # label JSONL file(s), comma-separated, or a dir
-  c.data.tasks = config_dict.placeholder(str)  # comma-separated; default: all found
+  c.data.tasks = config_dict.placeholder(str)  # comma-separated, * patterns; default: all found
   c.data.limit = config_dict.placeholder(int)  # questions per task (extraction)
   c.data.checkpoint = config_dict.placeholder(str)  # HF dir or orbax checkpoint (extract, predict, submodel)
   c.data.checkpoint_name = config_dict.placeholder(str)  # default: from metadata or the dir name
   c.data.checkpoint_step = config_dict.placeholder(int)  # default: from metadata or '...step<N>'
-  c.data.tokenizer = config_dict.placeholder(str)  # as probing.labels: char[:abc], shipped:<name>, a path
+  c.data.tokenizer = config_dict.placeholder(str)  # '' = the checkpoint's; char[:abc], shipped:<name>, a path
   c.data.mesh = "data=-1"
   c.data.model_dtype = p["model_dtype"]
-  c.probe = config_dict.placeholder(str)  # a trained probe dir (predict)
-  c.out = config_dict.placeholder(str)
+
+  # Outputs.
+  c.probe = config_dict.placeholder(str)  # a trained probe dir (predict reads it)
+  c.out = config_dict.placeholder(str)  # output dir (train_probes, predict)
   return c
 
 
 def use_tokens(c: ml_collections.ConfigDict, arg: str | None) -> None:
   """Token-state families read the middle layer's last `token_cap` prompt tokens."""
-  c.token_layer = preset(arg)["mid"]
+  c.head.token_layer = preset(arg)["mid"]

@@ -7,7 +7,7 @@ checkpoints, where the NLL tracks it (p_ref = exp(-sum) is pass@1 at T = 1 for a
     1), so the head learns a correction instead of refitting the map on early checkpoints where
     most answers fail. Off in the 7B preset: GSM8K, MATH and code have many right answers, so
     p_ref of one reference solution is far below pass@1 there;
-  * `center='checkpoint_task'` (`probing.probe_data.center_cells`): activations carry only the
+  * `center='checkpoint_task'` (`probing.probes.data.center_cells`): activations carry only the
     ranking within a (checkpoint, task) cell, not an activation direction that drifts in training.
 Chosen on the probe-training checkpoints alone (testbed: trained on steps 80 and 160, scored on
 non-test questions at 240 and 320, where four skills rise from near 0): task-accuracy error
@@ -27,10 +27,15 @@ from configs.probes import common
 
 def get_config(arg=None):
   c = common.base_config("hybrid", arg)
-  c.base = "linear"
-  c.lr, c.wd, c.epochs, c.batch, c.patience = 3e-3, 1e-3, 100, 512, 5
-  c.center = "checkpoint_task"
+  c.head.base = "linear"
+  c.head.center = "checkpoint_task"
+  c.train.lr = 3e-3
+  c.train.wd = 1e-3
+  c.train.epochs = 100
+  c.train.batch = 512
+  c.train.patience = 5
   if arg == "testbed":
-    c.nll_anchor = True  # unique answers sampled at T = 1: p_ref is pass@1
-    c.layers, c.pooling = common.preset(arg)["extract_layers"], "last+mean"
+    c.head.nll_anchor = True  # unique answers sampled at T = 1: p_ref is pass@1
+    c.head.layers = common.preset(arg)["extract_layers"]
+    c.head.pooling = "last+mean"
   return c

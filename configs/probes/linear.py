@@ -19,7 +19,12 @@ from configs.probes import common
 
 def get_config(arg=None):
   c = common.base_config("linear", arg)
-  c.lr, c.wd, c.epochs, c.batch, c.patience = 3e-3, 1e-3, 100, 512, 5
+  c.train.lr = 3e-3
+  c.train.wd = 1e-3
+  c.train.epochs = 100
+  c.train.batch = 512
+  c.train.patience = 5
   if arg == "testbed":
-    c.layers, c.pooling = common.preset(arg)["extract_layers"], "last+mean"
+    c.head.layers = common.preset(arg)["extract_layers"]
+    c.head.pooling = "last+mean"
   return c

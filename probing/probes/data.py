@@ -14,41 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
-import os
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from probing.feature_store import FeatureError, FeatureSet
-
-
-def read_labels(paths: str | os.PathLike | Sequence[str]) -> list[dict]:
-  """Label records from JSONL files (comma-separated or a list; a directory means its *.jsonl).
-
-  Lines without a question_id (e.g. a provenance header) are skipped.
-  """
-  if isinstance(paths, (str, os.PathLike)):
-    paths = [p for p in str(paths).split(",") if p]
-  files = []
-  for p in paths:
-    files += (sorted(os.path.join(p, f) for f in os.listdir(p) if f.endswith(".jsonl"))
-              if os.path.isdir(p) else [p])
-  out = []
-  for f in files:
-    with open(f) as fh:
-      for n, line in enumerate(fh, 1):
-        if line.strip():
-          try:
-            r = json.loads(line)
-          except json.JSONDecodeError as e:
-            raise FeatureError(f"{f}:{n}: not JSON ({e})") from None
-          if "question_id" in r:
-            out.append(r)
-  if not out:
-    raise FeatureError(f"no label records in {files}")
-  return out
+from probing.features import FeatureError, FeatureSet
 
 
 @dataclasses.dataclass
@@ -125,6 +96,34 @@ def build_data(feature_sets: Sequence[FeatureSet], labels: Iterable[Mapping[str,
   if not feature_sets:
     raise FeatureError("no feature sets given")
   index = None if labels is None else _label_index(labels)
+  width = _check_compatible(feature_sets)
+  cols: dict[str, list] = {k: [] for k in _ID_COLUMNS + _LABEL_COLUMNS}
+  inputs: dict[str, list] = {}
+  token_layers = set()
+  for fs in feature_sets:
+    for name, a in _input_arrays(fs, layers, pooling, tokens, nll).items():
+      inputs.setdefault(name, []).append(a)
+    if tokens:
+      token_layers.add(fs.meta.get("token_layer"))
+    _append_rows(cols, fs, index)
+  if len(token_layers) > 1:
+    raise FeatureError(f"feature sets hold token states of different layers {sorted(token_layers)}")
+  arr = {k: np.asarray(v, dtype=object if k in ("checkpoint", "task", "question_id") else None)
+         for k, v in cols.items()}
+  meta = {"layers": list(layers), "pooling": pooling, "token_layer": next(iter(token_layers), None),
+          "hidden_size": width, "extract": feature_sets[0].meta.get("spec"), "features": [
+              {k: fs.meta.get(k) for k in ("checkpoint", "checkpoint_step", "task", "tokenizer_hash",
+                                           "prompt_format_hash", "code_version")}
+              for fs in feature_sets]}
+  return ProbeData(**arr, inputs={k: np.concatenate(v) for k, v in inputs.items()}, meta=meta)
+
+
+_ID_COLUMNS = ("checkpoint", "step", "task", "question_id")
+_LABEL_COLUMNS = ("c", "k", "difficulty", "greedy")
+
+
+def _check_compatible(feature_sets: Sequence[FeatureSet]) -> int:
+  """One hidden size, one tokenizer, one prompt format per task; returns the hidden size."""
   widths = {fs.meta.get("hidden_size") for fs in feature_sets}
   if len(widths) > 1:
     raise FeatureError(f"feature sets have different hidden sizes {sorted(widths)}")
@@ -137,67 +136,64 @@ def build_data(feature_sets: Sequence[FeatureSet], labels: Iterable[Mapping[str,
   changed = {t: sorted(map(str, v)) for t, v in formats.items() if len(v) > 1}
   if changed:
     raise FeatureError(f"prompt formats differ across checkpoints for task(s) {changed}")
-  cols: dict[str, list] = {k: [] for k in ("checkpoint", "step", "task", "question_id", "c", "k",
-                                           "difficulty", "greedy")}
-  inputs: dict[str, list] = {}
-  token_layers = set()
-  for fs in feature_sets:
-    ck, task, step = str(fs.meta["checkpoint"]), str(fs.meta["task"]), int(fs.meta["checkpoint_step"])
-    where = f"features of checkpoint {ck!r} task {task!r}"
-    qids = fs.question_ids
-    arrays = {}
-    if layers:
-      arrays["x"] = fs.pooled(pooling, layers)
-    if tokens:
-      if "tokens" not in fs.arrays:
-        raise FeatureError(f"{where}: no token states (extract with token_layer set)")
-      token_layers.add(fs.meta.get("token_layer"))
-      arrays["tokens"] = fs.arrays["tokens"].astype(np.float32)
-      arrays["tokens_mask"] = fs.arrays["tokens_mask"].astype(bool)
-    if nll:
-      if "nll_mean" not in fs.arrays:
-        raise FeatureError(f"{where}: no gold-answer NLL (extract with hybrid=True)")
-      arrays["nll"] = nll_features(fs.arrays["nll_mean"], fs.arrays["nll_sum"])
-    for name, a in arrays.items():
-      if a.dtype.kind == "f" and not np.isfinite(a).all():
-        bad = np.flatnonzero(~np.isfinite(a.reshape(len(a), -1)).all(axis=1))
-        raise FeatureError(f"{where}: {name} has NaN/inf for question(s) "
-                           f"{[qids[i] for i in bad[:5]]} ({len(bad)} rows)")
-      inputs.setdefault(name, []).append(a)
-    if index is not None:
-      got = {q for (c, t, q) in index if c == ck and t == task}
-      if not got:
-        cks = sorted({c for (c, t, _) in index if t == task})
-        raise FeatureError(f"{where}: labels have no records for this checkpoint (labels of task "
-                           f"{task!r} cover checkpoints {cks[:10]})")
-      no_label, no_feat = [q for q in qids if q not in got], sorted(got - set(qids))
-      if no_label or no_feat:
-        raise FeatureError(f"{where}: questions do not match the labels: {len(no_label)} without "
-                           f"labels (e.g. {no_label[:3]}), {len(no_feat)} labeled but not extracted "
-                           f"(e.g. {no_feat[:3]})")
-    for q in qids:
-      r = index[(ck, task, q)] if index is not None else {}
-      if r and int(r["checkpoint_step"]) != step:
-        raise FeatureError(f"{where}: checkpoint_step {step} but labels say {r['checkpoint_step']}")
-      cols["checkpoint"].append(ck)
-      cols["step"].append(step)
-      cols["task"].append(task)
-      cols["question_id"].append(q)
-      cols["c"].append(float(r.get("c", np.nan)))
-      cols["k"].append(float(r.get("k", np.nan)))
-      d, g = r.get("difficulty"), r.get("greedy")
-      cols["difficulty"].append(np.nan if d is None else float(d))
-      cols["greedy"].append(np.nan if g is None else float(g))
-  if len(token_layers) > 1:
-    raise FeatureError(f"feature sets hold token states of different layers {sorted(token_layers)}")
-  arr = {k: np.asarray(v, dtype=object if k in ("checkpoint", "task", "question_id") else None)
-         for k, v in cols.items()}
-  meta = {"layers": list(layers), "pooling": pooling, "token_layer": next(iter(token_layers), None),
-          "hidden_size": widths.pop(), "features": [
-              {k: fs.meta.get(k) for k in ("checkpoint", "checkpoint_step", "task", "tokenizer_hash",
-                                           "prompt_format_hash", "code_version")}
-              for fs in feature_sets]}
-  return ProbeData(**arr, inputs={k: np.concatenate(v) for k, v in inputs.items()}, meta=meta)
+  return widths.pop()
+
+
+def _where(fs: FeatureSet) -> str:
+  return f"features of checkpoint {str(fs.meta['checkpoint'])!r} task {str(fs.meta['task'])!r}"
+
+
+def _input_arrays(fs: FeatureSet, layers, pooling: str, tokens: bool, nll: bool) -> dict[str, np.ndarray]:
+  """The probe inputs of one feature set (raw), refusing missing or non-finite ones."""
+  where, qids = _where(fs), fs.question_ids
+  arrays = {}
+  if layers:
+    arrays["x"] = fs.pooled(pooling, layers)
+  if tokens:
+    if "tokens" not in fs.arrays:
+      raise FeatureError(f"{where}: no token states (extract with token_layer set)")
+    arrays["tokens"] = fs.arrays["tokens"].astype(np.float32)
+    arrays["tokens_mask"] = fs.arrays["tokens_mask"].astype(bool)
+  if nll:
+    if "nll_mean" not in fs.arrays:
+      raise FeatureError(f"{where}: no gold-answer NLL (extract with hybrid=True)")
+    arrays["nll"] = nll_features(fs.arrays["nll_mean"], fs.arrays["nll_sum"])
+  for name, a in arrays.items():
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+      bad = np.flatnonzero(~np.isfinite(a.reshape(len(a), -1)).all(axis=1))
+      raise FeatureError(f"{where}: {name} has NaN/inf for question(s) "
+                         f"{[qids[i] for i in bad[:5]]} ({len(bad)} rows)")
+  return arrays
+
+
+def _append_rows(cols: dict[str, list], fs: FeatureSet, index) -> None:
+  """Appends one feature set's ids and (if `index` is given) its labels, which must match."""
+  ck, task, step = str(fs.meta["checkpoint"]), str(fs.meta["task"]), int(fs.meta["checkpoint_step"])
+  where, qids = _where(fs), fs.question_ids
+  if index is not None:
+    got = {q for (c, t, q) in index if c == ck and t == task}
+    if not got:
+      cks = sorted({c for (c, t, _) in index if t == task})
+      raise FeatureError(f"{where}: labels have no records for this checkpoint (labels of task "
+                         f"{task!r} cover checkpoints {cks[:10]})")
+    no_label, no_feat = [q for q in qids if q not in got], sorted(got - set(qids))
+    if no_label or no_feat:
+      raise FeatureError(f"{where}: questions do not match the labels: {len(no_label)} without "
+                         f"labels (e.g. {no_label[:3]}), {len(no_feat)} labeled but not extracted "
+                         f"(e.g. {no_feat[:3]})")
+  for q in qids:
+    r = index[(ck, task, q)] if index is not None else {}
+    if r and int(r["checkpoint_step"]) != step:
+      raise FeatureError(f"{where}: checkpoint_step {step} but labels say {r['checkpoint_step']}")
+    cols["checkpoint"].append(ck)
+    cols["step"].append(step)
+    cols["task"].append(task)
+    cols["question_id"].append(q)
+    cols["c"].append(float(r.get("c", np.nan)))
+    cols["k"].append(float(r.get("k", np.nan)))
+    d, g = r.get("difficulty"), r.get("greedy")
+    cols["difficulty"].append(np.nan if d is None else float(d))
+    cols["greedy"].append(np.nan if g is None else float(g))
 
 
 # ----------------------------------------------------------------------------- splits
@@ -217,22 +213,39 @@ class Split:
   train_upto_step: int | None
 
 
+def question_roles(tasks: Sequence[str], question_ids: Sequence[str], test_frac: float,
+                   val_frac: float) -> np.ndarray:
+  """'test' / 'val' / 'train' per question by a stable hash (the same at every checkpoint)."""
+  roles = []
+  for t, q in zip(tasks, question_ids):
+    if split_unit(t, q) < test_frac:
+      roles.append("test")
+    else:
+      roles.append("val" if split_unit(t, q, "val/") < val_frac else "train")
+  return np.asarray(roles, dtype=object)
+
+
+def train_checkpoint_count(n_checkpoints: int, frac: float = 0.4, min_checkpoints: int = 3) -> int:
+  """How many of the earliest checkpoints train probes: ceil(frac * n), at least
+  `min_checkpoints`, always leaving one later checkpoint."""
+  if n_checkpoints < 2:
+    raise ValueError(f"earlier-predicts-later needs >= 2 checkpoints, got {n_checkpoints}")
+  return min(max(min_checkpoints, math.ceil(frac * n_checkpoints)), n_checkpoints - 1)
+
+
 def default_train_upto(steps: Sequence[int], frac: float = 0.4, min_checkpoints: int = 3) -> int:
   s = sorted(set(int(x) for x in steps))
   if len(s) < 2:
     raise ValueError(f"earlier-predicts-later needs >= 2 checkpoints, got steps {s}")
-  n = min(max(min_checkpoints, math.ceil(frac * len(s))), len(s) - 1)
-  return s[n - 1]
+  return s[train_checkpoint_count(len(s), frac, min_checkpoints) - 1]
 
 
 def make_split(data: ProbeData, *, test_frac: float = 0.3, val_frac: float = 0.15,
                earlier_predicts_later: bool = True, train_upto_step: int | None = None,
                train_checkpoint_frac: float = 0.4, min_train_checkpoints: int = 3) -> Split:
   """Question split (hash-stable) x checkpoint split (train on steps <= s, test on later)."""
-  unit = np.asarray([split_unit(t, q) for t, q in zip(data.task, data.question_id)])
-  vunit = np.asarray([split_unit(t, q, "val/") for t, q in zip(data.task, data.question_id)])
-  test_q = unit < test_frac
-  val_q = ~test_q & (vunit < val_frac)
+  roles = question_roles(data.task, data.question_id, test_frac, val_frac)
+  test_q, val_q = roles == "test", roles == "val"
   if earlier_predicts_later:
     s = train_upto_step if train_upto_step is not None else default_train_upto(
         data.step, train_checkpoint_frac, min_train_checkpoints)

@@ -6,8 +6,8 @@ from flax import nnx
 
 from configs.experiments import testbed
 from models import checkpoint as model_checkpoint
-from probing import pretrain
-from probing.tasks import synthetic
+from probing.testbed import pretrain
+from probing.testbed import skills as synthetic
 from probing.tokenizer import CharTokenizer
 
 TOK = CharTokenizer(synthetic.ALPHABET)

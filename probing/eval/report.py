@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from probing import atomic
+from models import io
 
 # Substrings that mark a family as a baseline (drawn hatched and grey-toned).
 _BASELINE_MARKERS = ("baseline", "prior", "nll", "tfidf", "tf-idf", "length", "random", "chance")
@@ -32,7 +32,7 @@ def _save(fig: Figure, path: str | os.PathLike) -> Path:
   """Writes PNG to a temporary name in the same directory, then renames over `path`."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  atomic.replace_from_tmp(path, lambda f: fig.savefig(f, format="png"), mode="wb")
+  io.replace_from_tmp(path, lambda f: fig.savefig(f, format="png"), mode="wb")
   return path
 
 
@@ -265,7 +265,7 @@ def write_markdown_report(path: str | os.PathLike, *, title: str,
         rel = Path(os.path.relpath(rel, path.parent.resolve()))
       parts.append(f"![{caption}]({rel.as_posix()})\n\n*{caption}*\n")
   path.parent.mkdir(parents=True, exist_ok=True)
-  atomic.write_text(path, "\n".join(parts))
+  io.write_text(path, "\n".join(parts))
   return path
 
 

@@ -29,14 +29,14 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from models import checkpoint as model_checkpoint
 from models import sharding as sharding_lib
 from models.olmo3 import Olmo3, Olmo3Config, RopeConfig, SLIDING, FULL
-from probing.tasks import synthetic
+from probing.testbed import skills
 from probing.tokenizer import CharTokenizer, tokenizer_hash
 
 CHECKPOINTS_DIR = "checkpoints"
 TRAIN_STATE_DIR = "train_state"
 
 
-def checkpoint_name(step: int) -> str:
+def step_dirname(step: int) -> str:
   return f"step_{step:06d}"
 
 
@@ -89,7 +89,7 @@ class PackedStream:
 
   def batch(self, step: int) -> dict[str, np.ndarray]:
     rng = random.Random(f"pretrain/{self.seed}/{step}")
-    examples = synthetic.training_examples(self.skills, rng, self.weights)
+    examples = skills.training_examples(self.skills, rng, self.weights)
     return pack_rows(examples, self.tokenizer, self.batch_size, self.seq_len)
 
 
@@ -226,9 +226,9 @@ def _restore_state(manager: ocp.CheckpointManager, trainer: Trainer) -> int:
   return int(step)
 
 
-def build(config) -> tuple[CharTokenizer, Olmo3Config, Trainer, PackedStream]:
+def build_run(config) -> tuple[CharTokenizer, Olmo3Config, Trainer, PackedStream]:
   """Tokenizer, model config, trainer (model initialised from `config.seed`) and data stream."""
-  tokenizer = CharTokenizer(synthetic.ALPHABET)
+  tokenizer = CharTokenizer(skills.ALPHABET)
   mcfg = model_config(config.model, tokenizer)
   mesh = sharding_lib.make_mesh(config.mesh)
   model = Olmo3(mcfg, rngs=nnx.Rngs(config.seed))
@@ -264,7 +264,7 @@ def train(config, workdir: str, *, stop_at: int | None = None, callback=None) ->
       if _identity(json.load(f)) != _identity(json.loads(config.to_json())):
         raise ValueError(f"{workdir} holds a run of another config ({config_path}); "
                          "resuming it with this one would change its model, data or schedule")
-  tokenizer, mcfg, trainer, stream = build(config)
+  tokenizer, mcfg, trainer, stream = build_run(config)
   start = _restore_state(manager, trainer)
   ckpt_root = os.path.join(workdir, CHECKPOINTS_DIR)
   with open(config_path, "w") as f:
@@ -272,8 +272,8 @@ def train(config, workdir: str, *, stop_at: int | None = None, callback=None) ->
   logging.info("pretrain: %d params, %d steps from step %d, checkpoints at %s, mesh %s",
                mcfg.num_params(), total, start, schedule, sharding_lib.describe(trainer.mesh))
   meta_base = {
-      "skills": [synthetic.get_skill(s).task_name for s in config.data.skills],
-      "tokenizer": {"kind": "char", "alphabet": synthetic.ALPHABET, "hash": tokenizer_hash(tokenizer)},
+      "skills": [skills.get_skill(s).task_name for s in config.data.skills],
+      "tokenizer": {"kind": "char", "alphabet": skills.ALPHABET, "hash": tokenizer_hash(tokenizer)},
       "seed": config.seed, "tokens_per_step": config.train.batch_size * config.data.seq_len,
       "total_steps": total, "experiment": json.loads(config.to_json()),
   }
@@ -295,30 +295,19 @@ def train(config, workdir: str, *, stop_at: int | None = None, callback=None) ->
                    rate, rate * meta_base["tokens_per_step"], now - t0, (total - step) / overall)
       window, window_start = [], now
     if step in schedule:
-      path = os.path.join(ckpt_root, checkpoint_name(step))
+      path = os.path.join(ckpt_root, step_dirname(step))
       if not model_checkpoint.is_checkpoint(path):  # a resumed run may have written it already
         model_checkpoint.save(path, trainer.synced_model(), {
-            **meta_base, "checkpoint": checkpoint_name(step), "checkpoint_step": step,
+            **meta_base, "checkpoint": step_dirname(step), "checkpoint_step": step,
             "tokens_seen": step * meta_base["tokens_per_step"]})
       manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(trainer.state())))
       logging.info("checkpoint %s", path)
   manager.wait_until_finished()
   manager.close()
   done = [s for s in schedule if s <= last]
-  paths = [os.path.join(ckpt_root, checkpoint_name(s)) for s in done]
+  paths = [os.path.join(ckpt_root, step_dirname(s)) for s in done]
   return {"checkpoints": paths, "steps": done, "seconds": time.perf_counter() - t0, "start_step": start,
           "end_step": max(start, last)}
-
-
-def quiet_orbax_logs() -> None:
-  """Drops orbax's per-save INFO chatter (it logs through absl) so progress lines stay readable."""
-  import logging as std_logging  # pylint: disable=import-outside-toplevel
-
-  class _Filter(std_logging.Filter):
-    def filter(self, record):
-      return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
-
-  logging.get_absl_handler().addFilter(_Filter())
 
 
 def list_checkpoints(workdir: str) -> list[tuple[int, str]]:
@@ -334,6 +323,5 @@ def list_checkpoints(workdir: str) -> list[tuple[int, str]]:
   return sorted(out)
 
 
-__all__: Sequence[str] = ("PackedStream", "Trainer", "build", "checkpoint_name", "checkpoint_steps",
-                          "list_checkpoints", "loss_fn", "make_optimizer", "model_config", "pack_rows",
-                          "quiet_orbax_logs", "train")
+__all__: Sequence[str] = ("PackedStream", "Trainer", "build_run", "checkpoint_steps", "list_checkpoints",
+                          "loss_fn", "make_optimizer", "model_config", "pack_rows", "step_dirname", "train")

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from probing import metrics, report
+from probing.eval import metrics, report
 
 ACTIVATION_FAMILIES = ("linear", "mlp", "attention", "submodel")
 PRIOR = "task_difficulty_prior"
@@ -97,11 +97,12 @@ def headline(summary: dict) -> str:
   return "\n".join(lines)
 
 
-def _curves(demo, summary, predictions):
-  steps = demo.train_steps + demo.later_steps
+def _curves(summary, predictions):
+  settings = summary["settings"]
+  steps, tasks = settings["train_checkpoints"] + settings["later_checkpoints"], settings["tasks"]
   meas = summary["measured_accuracy"]
-  measured = {t: [meas[t][str(s)]["pass1"] for s in steps] for t in demo.task_names}
-  pred: dict = {t: {} for t in demo.task_names}
+  measured = {t: [meas[t][str(s)]["pass1"] for s in steps] for t in tasks}
+  pred: dict = {t: {} for t in tasks}
   sums: dict = {}
   for p in predictions:
     if p["split"] != "test" or p["probe"].startswith("baseline:"):
@@ -118,16 +119,17 @@ def _curves(demo, summary, predictions):
   return steps, measured, predicted, monitor
 
 
-def write(demo, summary: dict, predictions: list[dict], labels: list[dict]) -> str:
-  """Writes figures and report.md into the work dir; returns the report path."""
-  fig_dir = os.path.join(demo.workdir, "figures")
+def write(workdir: str, summary: dict, predictions: list[dict], labels: list[dict]) -> str:
+  """Writes figures and report.md into `workdir`; returns the report path."""
+  fig_dir = os.path.join(workdir, "figures")
   os.makedirs(fig_dir, exist_ok=True)
   figs = []
-  steps, measured, predicted, monitor = _curves(demo, summary, predictions)
+  steps, measured, predicted, monitor = _curves(summary, predictions)
   figs.append(("Measured pass@1 (all questions, solid) vs predicted (held-out questions, dashed) per task; "
                "dotted: the in-loop monitor on live params; shaded: probe-training checkpoints",
                report.plot_accuracy_curves(steps, measured, predicted, os.path.join(fig_dir, "accuracy_curves.png"),
-                                           train_upto_step=demo.train_steps[-1], monitor=monitor or None)))
+                                           train_upto_step=summary["settings"]["train_checkpoints"][-1],
+                                           monitor=monitor or None)))
   for key, title in (("auroc_same_checkpoint", "same checkpoints"), ("auroc_later_checkpoints", "later checkpoints")):
     auroc = {f: b["per_task"] for f, b in summary[key].items()}
     auroc.update({f"baseline: {b}": v[key]["per_task"] for b, v in summary["baselines"].items()
@@ -162,7 +164,7 @@ def write(demo, summary: dict, predictions: list[dict], labels: list[dict]) -> s
                  report.plot_latency(lat, os.path.join(fig_dir, "latency.png"))))
   sections = [("Headline", headline(summary)), ("Bars", _bars_text(summary["bars"])),
               ("Settings", _settings_text(summary))]
-  path = os.path.join(demo.workdir, "report.md")
+  path = os.path.join(workdir, "report.md")
   report.write_markdown_report(path, title="Probing in-training checkpoints: testbed demo", sections=sections,
                                figures=figs)
   return path

@@ -1,6 +1,21 @@
 """The on-disk feature store: one directory per (checkpoint, task), version `FORMAT`.
 
-Readers and writers of the format documented in `probing.features` (which re-exports these).
+  features.json                   sidecar, written last (its presence marks a complete store):
+                                  format, checkpoint, checkpoint_step, task, question_ids (store
+                                  order), layers, pooling, token_layer, token_cap, hybrid,
+                                  reference_eos, dtype, hidden_size, tokenizer_hash, shared_prefix_tokens,
+                                  prompt_format_hash, code_version, num_processes, files,
+                                  truncated_prompts, truncated_references, timing, created.
+  features.pXXXXX-of-YYYYY.npz    the rows process XXXXX extracted: `question_id` (str), `last`,
+                                  `mean`, `tokens`, `tokens_mask`, `prompt_len`, and in hybrid
+                                  mode `nll_sum`, `nll_mean`, `ref_len`. Float arrays are in
+                                  `dtype` (float32 or float16). `load_features` merges all
+                                  process files back into sidecar order.
+  shards/                         while running: `spec.json` (run fingerprint) and one
+                                  `pXXXXX-bYYYYYY.npz` per finished batch. A killed run resumes
+                                  from them; they are merged and removed at the end.
+Every file is written to a temporary name and `os.replace`d, so readers never see a partial file.
+The writer is `probing.features.extract`.
 """
 from __future__ import annotations
 
@@ -9,12 +24,11 @@ import functools
 import hashlib
 import json
 import os
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from models import version
-from probing import atomic
+from models import io, version
 from probing import tokenizer as tokenizer_lib
 
 FORMAT = "olmo-probe-features/1"
@@ -66,8 +80,9 @@ def _sha(text: str) -> str:
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def tokenizer_hash(tokenizer) -> str:
-  """`probing.tokenizer.tokenizer_hash` for tokenizers with a fingerprint, else one from behaviour."""
+def behaviour_hash(tokenizer) -> str:
+  """`probing.tokenizer.tokenizer_hash` for tokenizers with a fingerprint, else a hash of how it
+  encodes a fixed text (for duck-typed tokenizers of callers)."""
   if callable(getattr(tokenizer, "fingerprint", None)):
     return tokenizer_lib.tokenizer_hash(tokenizer)
   probe = "The quick brown fox: 12+34=46; def f(x):\n\treturn x ** 2"
@@ -76,34 +91,35 @@ def tokenizer_hash(tokenizer) -> str:
                           list(tokenizer.encode(probe))]))
 
 
+# Modules whose source determines what a store holds; their text (not their file paths) is hashed.
+_FEATURE_MODULES = ("probing.features.extract", "probing.features.forward", "models.olmo3", "models.config")
+
+
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
-  """`models.version.code_version()` + a hash of the sources that define features and probes
-  (so uncommitted edits still change it)."""
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  """`models.version.code_version()` + a hash of the source text of the modules that compute
+  features (so uncommitted edits still change it, and moving a file does not)."""
+  import importlib
+  import inspect
   digest = hashlib.sha256()
-  for s in (("probing", "features.py"), ("probing", "probes.py"), ("models", "olmo3.py")):
-    with open(os.path.join(root, *s), "rb") as f:
-      digest.update(f.read())
+  for name in _FEATURE_MODULES:
+    digest.update(name.encode() + b"\0" + inspect.getsource(importlib.import_module(name)).encode())
   return f"{version.code_version()}+src.{digest.hexdigest()[:12]}"
 
 
 # ----------------------------------------------------------------------------- store I/O
 
 
-def _atomic_npz(path: str, arrays: Mapping[str, np.ndarray]) -> None:
-  atomic.replace_from_tmp(path, lambda f: np.savez(f, **arrays), mode="wb")
+def write_npz(path: str, arrays: Mapping[str, np.ndarray]) -> None:
+  """One feature file, atomically."""
+  io.replace_from_tmp(path, lambda f: np.savez(f, **arrays), mode="wb")
 
 
-def _atomic_json(path: str, obj: Any) -> None:
-  atomic.write_json(path, obj)
-
-
-def _process_file(index: int, count: int) -> str:
+def process_file(index: int, count: int) -> str:
   return f"features.p{index:05d}-of-{count:05d}.npz"
 
 
-def _read_npz(path: str) -> dict[str, np.ndarray]:
+def read_npz(path: str) -> dict[str, np.ndarray]:
   try:
     with np.load(path, allow_pickle=False) as z:
       return {k: z[k] for k in z.files}
@@ -121,7 +137,7 @@ def load_features(path: str | os.PathLike) -> FeatureSet:
     meta = json.load(f)
   if meta.get("format") != FORMAT:
     raise FeatureError(f"{side}: format {meta.get('format')!r}, expected {FORMAT!r}")
-  parts = [_read_npz(os.path.join(path, name)) for name in meta["files"]]
+  parts = [read_npz(os.path.join(path, name)) for name in meta["files"]]
   merged = {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
   ids = [str(q) for q in merged.pop("question_id")]
   where = {q: i for i, q in enumerate(ids)}
@@ -144,7 +160,6 @@ def find_stores(root: str | os.PathLike) -> list[str]:
 
 def store_dir(root: str | os.PathLike, checkpoint: str, task: str) -> str:
   return os.path.join(os.fspath(root), checkpoint, task)
-
 
 
 

@@ -4,7 +4,7 @@ A question with c correct out of k samples contributes k binary outcomes, all sc
 probe's one prediction p; AUROC, Brier, ECE and reliability weigh those outcomes, so they
 equal the scikit-learn value on the expanded per-sample data. AUROC is computed within
 each (task, checkpoint_step) cell and then averaged, because pooling cells would reward
-merely knowing which task or step is easier (see ARCHITECTURE.md, "Definitions").
+merely knowing which task or step is easier.
 """
 from __future__ import annotations
 

@@ -9,6 +9,8 @@ import pytest
 import hf_reference as H
 from models import convert, olmo3
 
+pytestmark = pytest.mark.slow  # against transformers on CPU; still part of `make test`
+
 TOL = 1e-4
 YARN = dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=16, beta_fast=32.0, beta_slow=1.0)
 

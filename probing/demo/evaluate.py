@@ -1,38 +1,56 @@
 """The demo's evaluation: predictions of every family and baseline, the summary metrics, latency.
 
-All AUROCs follow ARCHITECTURE.md: computed on held-out questions within each (task, checkpoint)
-cell with >= 5 positive and >= 5 negative sampled outcomes, then averaged. "same" = the probes'
-own training checkpoints, "later" = every checkpoint after them. Each number is recomputable
-from labels.jsonl and predictions.jsonl (`summary_from_records`).
+AUROCs are computed on held-out questions within each (task, checkpoint) cell with >= 5
+positive and >= 5 negative sampled outcomes, then averaged. "same" = the probes' own training
+checkpoints, "later" = every checkpoint after them. Each number is recomputable from
+labels.jsonl and predictions.jsonl (`summary_from_records`). Evaluators receive a small
+`Context` (the checkpoint split and how to get rows and splits), never the pipeline object.
 """
 from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Callable
 
 import numpy as np
 
 from models import sampling
 from probing import features as features_lib
-from probing import metrics
+from probing import labels as labels_lib
 from probing import tasks as task_registry
-from probing import train as train_lib
-from probing.tokenizer import HFTokenizer, shipped_tokenizer_path
+from probing.eval import baselines, metrics
+from probing.probes import train_probe
+from probing.tasks.olmo_eval import shipped_tokenizer_path
+from probing.tokenizer import HFTokenizer
 
 BASELINE_PREFIX = "baseline:"
 
 
-def prediction_records(demo, probes: dict) -> list[dict]:
+@dataclasses.dataclass
+class Context:
+  """What the evaluators need from an experiment.
+
+  `data(steps, family)` -> (ProbeData, ProbeConfig, TrainConfig) of those checkpoints;
+  `split(data, train_upto)` -> (Split, per-row question role 'train'/'val'/'test').
+  """
+  train_steps: list[int]
+  later_steps: list[int]
+  data: Callable
+  split: Callable
+  min_train_checkpoints: int
+
+
+def prediction_records(ctx: Context, probes: dict) -> list[dict]:
   """One record per (checkpoint_step, task, question_id, probe) over every checkpoint."""
-  steps = demo.train_steps + demo.later_steps
+  steps = ctx.train_steps + ctx.later_steps
   records, done_baselines = [], False
   for family, probe in probes.items():
-    data, _ = demo.data(steps, demo.families[family])
-    split, roles = demo.split(data, demo.train_steps[-1])
+    data, _, _ = ctx.data(steps, family)
+    split, roles = ctx.split(data, ctx.train_steps[-1])
     # A per-cell centering probe (the hybrid) takes its cell means from non-test questions only.
     preds = {family: probe.predict(data, center_rows=roles != "test")}
     if not done_baselines:  # baselines fitted on the same training rows, once
-      for name, p in train_lib.baselines(data, split).items():
+      for name, p in baselines(data, split).items():
         preds[BASELINE_PREFIX + name] = p
       done_baselines = True
     for name, p in preds.items():
@@ -40,7 +58,7 @@ def prediction_records(demo, probes: dict) -> list[dict]:
         records.append({"checkpoint": data.checkpoint[i], "checkpoint_step": int(data.step[i]),
                         "task": data.task[i], "question_id": data.question_id[i], "probe": name,
                         "p": float(p[i]), "split": str(roles[i]),
-                        "checkpoint_role": "train" if data.step[i] <= demo.train_steps[-1] else "later"})
+                        "checkpoint_role": "train" if data.step[i] <= ctx.train_steps[-1] else "later"})
   return records
 
 
@@ -103,15 +121,15 @@ def summary_from_records(predictions: list[dict], labels: list[dict]) -> dict:
           "ece_later_checkpoints": pick("ece_later"), "baselines": base}
 
 
-def cross_checkpoint(demo, family: str) -> metrics.CrossCheckpointMatrix:
-  """The linear family retrained with each split point i, scored at every j > i."""
-  steps = demo.train_steps + demo.later_steps
-  data, pcfg = demo.data(steps, demo.families[family])
+def cross_checkpoint(ctx: Context, family: str) -> metrics.CrossCheckpointMatrix:
+  """`family` retrained with each split point i, scored at every j > i."""
+  steps = ctx.train_steps + ctx.later_steps
+  data, head, train_cfg = ctx.data(steps, family)
   labels = {(int(s), t, q): (c, k) for s, t, q, c, k in zip(data.step, data.task, data.question_id, data.c, data.k)}
   by_upto = {}
-  for upto in steps[demo.cfg.min_train_checkpoints - 1:-1]:
-    split, roles = demo.split(data, upto)
-    probe = train_lib.train_probe(data, split, pcfg)
+  for upto in steps[ctx.min_train_checkpoints - 1:-1]:
+    split, roles = ctx.split(data, upto)
+    probe = train_probe(data, split, head, train_cfg)
     p = probe.predict(data)
     test = (roles == "test") & (data.step > upto)
     by_upto[upto] = [{"task": data.task[i], "checkpoint_step": int(data.step[i]), "question_id": data.question_id[i],
@@ -134,50 +152,30 @@ def _timed(fn, repeats: int = 2) -> dict:
   return {"cold": times[0], "warm": float(np.median(times[1:])) if len(times) > 1 else times[0]}
 
 
-def probe_spec(demo, probe) -> features_lib.ExtractSpec:
-  """The smallest extraction that feeds `probe`: its layers and pooling, tokens/NLL if it reads them."""
-  card = probe.card
-  return dataclasses.replace(
-      demo.extract_spec, layers=tuple(card["layers"]), pooling=tuple(card["pooling"].split("+")),
-      token_layer=card.get("token_layer") if probe.spec.uses_tokens else None, hybrid=probe.spec.uses_nll)
-
-
-def _predict(probe, sets) -> np.ndarray:
-  card = probe.card
-  data = train_lib.build_data(sets, None, layers=tuple(card["layers"]), pooling=card["pooling"],
-                              tokens=probe.spec.uses_tokens, nll=probe.spec.uses_nll)
-  return probe.predict(data)
-
-
-def latency_same_checkpoint(demo, probes: dict, headline: str, step: int, path: str) -> dict:
+def latency_same_checkpoint(setup: labels_lib.Setup, questions: dict, tokenizer, probes: dict, headline: str,
+                            step: int) -> dict:
   """Generative labels (k samples + greedy, decoded and scored) vs one-pass extraction + the probe,
-  for the same loaded checkpoint and questions. Loading the checkpoint is common to both and
-  excluded; warm runs (after compilation), the first run reported as `cold`."""
-  import tempfile
-  from probing import labels as labels_lib
-  with tempfile.TemporaryDirectory() as tmp:
-    setup = labels_lib.setup(demo.label_config(path, tmp))
-  questions = {t.name: list(t.questions(demo.cfg.labels.limit or None)) for t in setup.tasks}
-
+  for the same loaded checkpoint (`setup`, from `probing.labels.setup`) and questions. Loading the
+  checkpoint is common to both and excluded; warm runs (after compilation), the first run
+  reported as `cold`."""
   def generative():
     for task in setup.tasks:
       labels_lib.label_questions(setup, task, questions[task.name])
 
   def probe_pass(probe):  # every task's questions in one extraction, as the monitor runs it
-    spec = probe_spec(demo, probe)
-    return lambda: _predict(probe, features_lib.extract_tasks(setup.model, demo.tokenizer, questions, spec,
-                                                              checkpoint="latency", checkpoint_step=step))
+    return lambda: probe.predict_model(setup.model, tokenizer, questions, checkpoint="latency",
+                                       checkpoint_step=step)
 
   gen = _timed(generative, 3)
   per_family = {f: _timed(probe_pass(p), 4) for f, p in probes.items()}
   prb = per_family[headline]
+  c = setup.config
   return {"generative_eval": gen["warm"], "probe": prb["warm"], "ratio": gen["warm"] / prb["warm"],
           "cold": {"generative_eval": gen["cold"], "probe": prb["cold"]},
           "per_family": {f: {"probe": t["warm"], "ratio": gen["warm"] / t["warm"], "probe_cold": t["cold"]}
                          for f, t in per_family.items()},
           "questions": sum(len(q) for q in questions.values()), "checkpoint_step": step,
-          "num_samples": demo.cfg.labels.num_samples, "greedy": bool(demo.cfg.labels.greedy),
-          "probe_family": headline,
+          "num_samples": int(c.num_samples), "greedy": bool(c.greedy), "probe_family": headline,
           "probe_includes": "one prefill pass (the probe's layers, pooling and gold NLL) and the probe head",
           "generative_includes": "k samples + greedy per question, decoding, stop strings, scoring"}
 
@@ -202,13 +200,13 @@ class _FoldedTokenizer:
     return "folded:" + self.inner.fingerprint()
 
 
-def latency_real_task(demo, probe, path: str) -> dict:
-  """One real task's shapes (prompt lengths from its BPE tokenizer, k samples up to its
-  max_new_tokens) on the testbed model: the labels are meaningless, the timing is real."""
-  rc = demo.cfg.real_task
+def latency_real_task(model, probe, rc, *, stand_in_task: str) -> dict:
+  """One real task's shapes (`rc`: the demo config's real_task section; prompt lengths from its
+  BPE tokenizer, k samples up to its max_new_tokens) on the testbed model: the labels are
+  meaningless, the timing is real. The probe reads the features as if they were of
+  `stand_in_task` (a task it knows): the head's cost is what is timed."""
   task = task_registry.get(rc.task)
   questions = list(task.questions(rc.questions))
-  model = demo.load(path)
   tok = _FoldedTokenizer(HFTokenizer(shipped_tokenizer_path(rc.tokenizer)), model.config.vocab_size)
   prompts = [tok.encode(q.prompt) for q in questions]  # for the shapes; each side times its own
   max_new = int(rc.max_new_tokens or task.max_new_tokens)
@@ -223,18 +221,16 @@ def latency_real_task(demo, probe, path: str) -> dict:
     generated.append(sum(len(t) for per_q in out for t in per_q))
 
   longest = max(len(p) for p in prompts)
-  spec = dataclasses.replace(probe_spec(demo, probe), max_prompt_tokens=max(2048, longest),
-                             max_reference_tokens=max_new, batch_size=8)
-  stand_in = demo.task_names[0]  # probes know the testbed tasks; the head's cost is what is timed
+  spec = probe.extract_spec(max_prompt_tokens=max(2048, longest), max_reference_tokens=max_new, batch_size=8)
   shared: list[int] = []
 
   def probe_pass():
-    fs = features_lib.extract(model, tok, questions, spec, task=stand_in, checkpoint="latency",
+    fs = features_lib.extract(model, tok, questions, spec, task=stand_in_task, checkpoint="latency",
                               checkpoint_step=0)
     # The probe refuses features of another tokenizer; here that is the point (shapes only).
     fs.meta["tokenizer_hash"] = (probe.card.get("features") or [{}])[0].get("tokenizer_hash")
     shared.append(fs.meta["shared_prefix_tokens"])
-    _predict(probe, [fs])
+    probe.predict(probe.build_data([fs]))
 
   gen, prb = _timed(generative, 2), _timed(probe_pass, 3)
   return {"generative_eval": gen["warm"], "probe": prb["warm"], "ratio": gen["warm"] / prb["warm"],

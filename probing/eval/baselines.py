@@ -7,9 +7,14 @@ standardized features. All fitted on training rows only.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from probing.probe_data import ProbeData, Split
+from probing.eval import metrics
+
+if TYPE_CHECKING:  # rows and splits of probing.probes.data (which trains on these evaluations)
+  from probing.probes.data import ProbeData, Split
 
 
 def baselines(data: ProbeData, split: Split, *, sklearn_c: float = 0.1, use_sklearn: bool = True
@@ -60,7 +65,6 @@ def to_records(data: ProbeData, p: np.ndarray, rows=None) -> list[dict]:
 
 def evaluate(data: ProbeData, p: np.ndarray, rows=None) -> dict:
   """Primary/greedy/threshold AUROC, Brier, ECE and task-accuracy error on labeled rows."""
-  from probing import metrics
   rows = np.ones(len(data), bool) if rows is None else np.asarray(rows, bool)
   if not rows.any():
     return {"n_rows": 0}
@@ -77,10 +81,9 @@ def evaluate(data: ProbeData, p: np.ndarray, rows=None) -> dict:
   return out
 
 
-def task_accuracy(data: ProbeData, p: np.ndarray, *, n_boot: int = 1000, seed: int = 0) -> dict:
+def cell_accuracy(data: ProbeData, p: np.ndarray, *, n_boot: int = 1000, seed: int = 0) -> dict:
   """Per (checkpoint, task): predicted accuracy (mean p) with a 95% bootstrap CI over questions,
   and the measured accuracy with its error where labels are known."""
-  from probing import metrics
   out = {}
   for ck, task in sorted(set(zip(data.checkpoint, data.task))):
     m = (data.checkpoint == ck) & (data.task == task)

@@ -39,9 +39,7 @@ embedding concatenated to the representation.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -49,8 +47,7 @@ import numpy as np
 from flax import nnx
 
 from models.olmo3 import Block, Olmo3Config, rms_norm
-from probing import atomic
-from probing.probe_data import NLL_FEATURES
+from probing.probes.data import NLL_FEATURES
 
 FAMILIES = ("linear", "mlp", "attention", "submodel", "hybrid")
 TOKEN_FAMILIES = ("attention", "submodel")
@@ -88,6 +85,10 @@ class ProbeSpec:
   @property
   def encoder(self) -> str:
     return self.base if self.family == "hybrid" else self.family
+
+  @property
+  def uses_x(self) -> bool:
+    return self.encoder in ("linear", "mlp")
 
   @property
   def uses_tokens(self) -> bool:
@@ -206,13 +207,13 @@ class Probe(nnx.Module):
     return logit + self.task_bias[...][batch["task"]]
 
 
-def build(spec: ProbeSpec, seed: int = 0) -> Probe:
+def build_probe(spec: ProbeSpec, seed: int = 0) -> Probe:
   return Probe(spec, rngs=nnx.Rngs(seed))
 
 
 def check_inputs(spec: ProbeSpec, inputs: Mapping[str, np.ndarray], where: str = "inputs") -> None:
   """Raises ProbeError when inputs do not fit the probe's widths (e.g. another model's features)."""
-  if spec.encoder in ("linear", "mlp"):
+  if spec.uses_x:
     x = inputs.get("x")
     if x is None:
       raise ProbeError(f"{where}: the {spec.family} probe needs pooled features 'x'")
@@ -242,71 +243,6 @@ def param_labels(params) -> Any:
   return jax.tree_util.tree_map_with_path(label, params)
 
 
-def source_config(source) -> Olmo3Config:
-  """The Olmo3Config of a model, an orbax checkpoint (models.checkpoint) or a HF directory."""
-  if not isinstance(source, (str, os.PathLike)):
-    return source.config
-  from models import checkpoint as model_checkpoint
-  if model_checkpoint.is_checkpoint(source):
-    return Olmo3Config.from_dict(model_checkpoint.read_metadata(source)["config"])
-  return Olmo3Config.from_hf(source)
-
-
-def load_submodel_blocks(probe: Probe, spec: ProbeSpec, source) -> None:
-  """Copies the checkpoint's blocks into a submodel probe (in place, cast to float32).
-
-  `source` is an `Olmo3` model, an orbax checkpoint dir (loaded whole: small models), or a HF
-  checkpoint dir from which only those blocks' tensors are read.
-  """
-  enc = probe.encoder
-  if not isinstance(enc, SubmodelEncoder):
-    raise ProbeError(f"{spec.family} probe has no submodel blocks to load")
-  layers = submodel_layers(spec)
-  if source_config(source).hidden_size != spec.token_dim:
-    raise ProbeError(f"{source if isinstance(source, str) else 'source model'} has width "
-                     f"{source_config(source).hidden_size}; the probe expects {spec.token_dim}")
-  if isinstance(source, (str, os.PathLike)):
-    from models import checkpoint as model_checkpoint
-    if model_checkpoint.is_checkpoint(source):
-      source = model_checkpoint.load(source)
-    else:
-      states = _blocks_from_hf(os.fspath(source), submodel_config(spec), layers)
-  if not isinstance(source, (str, os.PathLike)):
-    states = {i: nnx.state(source.blocks[i], nnx.Param) for i in layers}
-  for j, i in enumerate(layers):
-    cast = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), states[i])
-    nnx.update(enc.blocks[j], cast)
-
-
-def _blocks_from_hf(path: str, config: Olmo3Config, layers: Sequence[int]):
-  """nnx States of the given blocks, reading only their tensors from a safetensors checkpoint."""
-  from safetensors import safe_open
-
-  from models.convert import param_table
-  index = os.path.join(path, "model.safetensors.index.json")
-  if os.path.exists(index):
-    with open(index) as f:
-      weight_map = {k: os.path.join(path, v) for k, v in json.load(f)["weight_map"].items()}
-  else:
-    single = os.path.join(path, "model.safetensors")
-    if not os.path.exists(single):
-      raise ProbeError(f"{path}: no model.safetensors(.index.json) to read submodel blocks from")
-    weight_map = None
-  states = {}
-  for i in layers:
-    block = Block(config, i, rngs=nnx.Rngs(0))
-    flat = dict(nnx.to_flat_state(nnx.state(block, nnx.Param)))
-    for rule in param_table(config):
-      if rule.path[:2] != ("blocks", i):
-        continue
-      fname = weight_map[rule.hf_key] if weight_map else os.path.join(path, "model.safetensors")
-      with safe_open(fname, "np") as f:
-        value = rule.to_flax(f.get_tensor(rule.hf_key)).astype(np.float32)
-      flat[rule.path[2:]] = flat[rule.path[2:]].replace(jnp.asarray(value))
-    states[i] = nnx.State.from_flat_path(list(flat.items()))
-  return states
-
-
 def flat_params(probe: Probe) -> dict[str, np.ndarray]:
   """'a/b/0/c' -> array, for saving (string keys survive any checkpoint format)."""
   return {"/".join(map(str, p)): np.asarray(v.get_value())
@@ -326,42 +262,3 @@ def set_flat_params(probe: Probe, flat: Mapping[str, Any]) -> Probe:
     items.append((p, v.replace(jnp.asarray(value))))
   nnx.update(probe, nnx.State.from_flat_path(items))
   return probe
-
-
-# ----------------------------------------------------------------------------- save / load
-
-CARD = "probe_card.json"
-
-
-def save(path: str | os.PathLike, heads: Mapping[str, Probe], stats: Mapping[str, np.ndarray],
-         card: Mapping[str, Any]) -> None:
-  """Params and standardization stats with orbax under path/params, then the card (written last)."""
-  import orbax.checkpoint as ocp
-  path = os.path.abspath(os.fspath(path))
-  os.makedirs(path, exist_ok=True)
-  tree = {"heads": {name: flat_params(h) for name, h in heads.items()},
-          "stats": {k: np.asarray(v) for k, v in stats.items()}}
-  ckpt = ocp.StandardCheckpointer()
-  ckpt.save(os.path.join(path, "params"), tree, force=True)
-  ckpt.wait_until_finished()
-  atomic.write_json(os.path.join(path, CARD), card, indent=1)
-
-
-def load(path: str | os.PathLike):
-  """(heads, stats, card) of a probe saved by `save`."""
-  import orbax.checkpoint as ocp
-  path = os.path.abspath(os.fspath(path))
-  card_file = os.path.join(path, CARD)
-  if not os.path.exists(card_file):
-    raise ProbeError(f"{path}: no {CARD}; not a (complete) saved probe")
-  with open(card_file) as f:
-    card = json.load(f)
-  spec = ProbeSpec(**card["spec"])
-  heads = {name: build(spec) for name in card["heads"]}
-  target = {"heads": {n: {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in flat_params(h).items()}
-                      for n, h in heads.items()},
-            "stats": {k: jax.ShapeDtypeStruct(tuple(s), np.float32)
-                      for k, s in card["standardization"]["shapes"].items()}}
-  tree = ocp.StandardCheckpointer().restore(os.path.join(path, "params"), target)
-  heads = {n: set_flat_params(h, tree["heads"][n]) for n, h in heads.items()}
-  return heads, {k: np.asarray(v) for k, v in tree["stats"].items()}, card

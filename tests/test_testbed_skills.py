@@ -4,7 +4,7 @@ import random
 import pytest
 
 from probing import tasks
-from probing.tasks import synthetic
+from probing.testbed import skills as synthetic
 from probing.tokenizer import CharTokenizer
 
 NAMES = synthetic.task_names()

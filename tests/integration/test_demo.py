@@ -6,9 +6,12 @@ import sys
 
 import pytest
 
-from probing import demo_eval, metrics
+from probing.demo import evaluate as demo_eval
+from probing.eval import metrics
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.slow  # end to end; still part of `make test`
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")

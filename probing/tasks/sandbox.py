@@ -9,9 +9,10 @@ writable place is a small tmpfs, no capabilities and no nested user namespaces. 
 run also gets a uid of its own, so process limits and signals never cross between runs.
 `describe_protections()` says what this machine provides.
 
-The namespaces are entered by `_launcher`, which runs in the fresh interpreter (one thread, as
-unshare(CLONE_NEWUSER) requires) and forks an init (PID 1 of the new PID namespace) that runs
-the program; the evaluator itself never forks from Python, so thread pools are safe.
+The namespaces are entered by the launcher, `probing.tasks.jail`, whose source runs in the fresh
+interpreter (one thread, as unshare(CLONE_NEWUSER) requires) and forks an init (PID 1 of the new
+PID namespace) that runs the program; the evaluator itself never forks from Python, so thread
+pools are safe.
 """
 from __future__ import annotations
 
@@ -31,10 +32,11 @@ import stat
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 from typing import Sequence
+
+from probing.tasks import jail
 
 # uids given to runs when the evaluator is root: no account has them; one per concurrent run.
 _FIRST_RUN_UID = 2_146_435_072  # 2**31 - 2**20
@@ -71,180 +73,6 @@ class _Mode:
   name: str
   userns: bool  # the launcher enters a user namespace (needed to get the others as non-root)
   own_uid: bool  # root only: run the program under a uid of its own
-
-
-# ---------------------------------------------------------------- inside the fresh interpreter
-
-
-def _launcher(cfg_hex):
-  """Enters namespaces, sets up mounts, forks init, which runs the program.
-
-  Only cheap imports (no json, re, enum or signal): they would double the start-up time.
-  """
-  import ctypes
-  import marshal
-  import os
-  import resource
-  import select
-
-  cfg = marshal.loads(bytes.fromhex(cfg_hex))
-  sigkill = 9
-  meta, work, own_uid = cfg["meta_fd"], cfg["work"], cfg["own_uid"]
-  libc = ctypes.CDLL(None, use_errno=True)
-  newns, newuts, newipc, newuser, newpid, newnet = (
-      0x20000, 0x4000000, 0x8000000, 0x10000000, 0x20000000, 0x40000000)
-  ms_nosuid, ms_nodev, ms_noexec, ms_bind, ms_rec, ms_private = 2, 4, 8, 4096, 16384, 1 << 18
-  pr_set_pdeathsig, pr_set_dumpable, pr_set_securebits, pr_set_no_new_privs = 1, 4, 28, 38
-  # SECBIT_NOROOT(+LOCKED), KEEP_CAPS_LOCKED, NO_CAP_AMBIENT_RAISE(+LOCKED): exec grants no caps.
-  securebits = 0x1 | 0x2 | 0x20 | 0x40 | 0x80
-
-  def report(**kw):
-    os.write(meta, (repr(kw) + "\n").encode())  # plain literals, read with ast.literal_eval
-
-  def check(ret, what):
-    if ret != 0:
-      err = ctypes.get_errno()
-      raise OSError(err, f"{what}: {os.strerror(err)}")
-
-  def mount(src, target, fstype, flags, data=None):
-    enc = lambda s: s.encode() if s is not None else None
-    check(libc.mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
-          f"mount {target}")
-
-  def write(path, text):
-    with open(path, "w") as f:
-      f.write(text)
-
-  def map_self(uid, gid):
-    """After unshare(CLONE_NEWUSER): be root of it, mapped to our old ids, and allow no nesting."""
-    write("/proc/self/setgroups", "deny")
-    write("/proc/self/uid_map", f"0 {uid} 1")
-    write("/proc/self/gid_map", f"0 {gid} 1")
-    try:
-      write("/proc/sys/user/max_user_namespaces", "0")
-    except OSError:
-      pass
-
-  def readonly_root():
-    class MountAttr(ctypes.Structure):
-      _fields_ = [(n, ctypes.c_uint64) for n in ("set", "clr", "propagation", "userns_fd")]
-    attr = MountAttr(1, 0, 0, 0)  # MOUNT_ATTR_RDONLY, on every mount below / (AT_RECURSIVE)
-    check(libc.syscall(442, -100, b"/", 0x8000, ctypes.byref(attr), ctypes.sizeof(attr)),
-          "mount_setattr")
-
-  def exec_program():
-    os.closerange(3, 1 << 16)
-    lim = cfg["limits"]
-    for res, val in ((resource.RLIMIT_CPU, lim["cpu"]), (resource.RLIMIT_AS, lim["memory"]),
-                     (resource.RLIMIT_FSIZE, lim["file"]), (resource.RLIMIT_NOFILE, lim["files"]),
-                     (resource.RLIMIT_NPROC, lim["processes"]), (resource.RLIMIT_CORE, 0)):
-      hard = val + 1 if res == resource.RLIMIT_CPU else val  # SIGXCPU first, then SIGKILL
-      resource.setrlimit(res, (val, hard))
-    if own_uid is not None:
-      os.setgroups([])
-      os.setgid(own_uid)
-      os.setuid(own_uid)
-      libc.prctl(pr_set_dumpable, 1, 0, 0, 0)  # the uid change cleared it; uid_map needs it
-      if libc.unshare(newuser) == 0:  # no caps over our namespaces; none can be nested in it
-        map_self(own_uid, own_uid)
-    libc.prctl(pr_set_securebits, securebits, 0, 0, 0)
-    libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0)
-    os.chdir(work)
-    os.execve(cfg["python"], [cfg["python"], "-I", "-S", cfg["program"]], cfg["env"])
-
-  def wait_exit(pid, timeout):
-    """Whether child `pid` exits within `timeout` seconds (it is left to reap)."""
-    try:
-      poller = select.poll()
-      poller.register(os.pidfd_open(pid), select.POLLIN)  # readable once it has exited
-      return bool(poller.poll(int(timeout * 1000)))
-    except (AttributeError, OSError):  # no pidfd (Linux < 5.3): poll every 10 ms
-      for _ in range(int(timeout * 100) + 1):
-        if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
-          return True
-        select.select([], [], [], 0.01)
-      return False
-
-  def init(ready):
-    """PID 1 of the new PID namespace: runs the program, reaps, reports its exit status."""
-    libc.prctl(pr_set_pdeathsig, sigkill, 0, 0, 0)
-    if select.select([ready], [], [], 0)[0]:  # the launcher is already gone
-      return
-    if ns and os.getpid() == 1:  # PID 1: surely in a new PID namespace
-      os.setsid()  # so the program's kill(0, ...) reaches neither the launcher nor its group
-      try:
-        mount("proc", "/proc", "proc", ms_nosuid | ms_nodev | ms_noexec)
-      except OSError as e:
-        report(warning=str(e))
-    prog = os.fork()
-    if prog == 0:
-      try:
-        exec_program()
-      except BaseException as e:  # pylint: disable=broad-except
-        os.write(2, f"sandbox: cannot start the program: {e!r}\n".encode())
-      os._exit(126)
-    while True:
-      pid, status = os.waitpid(-1, 0)
-      if pid == prog:
-        report(returncode=os.waitstatus_to_exitcode(status))
-        return
-
-  def namespaces():
-    return [os.stat(f"/proc/self/ns/{n}").st_ino for n in ("mnt", "net", "ipc", "uts")]
-
-  os.umask(0o022)
-  uid, gid = os.geteuid(), os.getegid()
-  flags = newns | newuts | newipc | newpid | newnet
-  before = namespaces()
-  userns = bool(cfg["userns"]) and libc.unshare(flags | newuser) == 0
-  if userns:
-    map_self(uid, gid)
-  ns = userns or libc.unshare(flags) == 0
-  # Never mount anything unless verifiably in new namespaces: in the evaluator's own mount
-  # namespace these mounts would hide or freeze the host's files.
-  ns = ns and all(x != y for x, y in zip(before, namespaces()))
-  readonly = tmpfs = False
-  if ns:
-    try:
-      mount(None, "/", None, ms_rec | ms_private)
-      for top, prefix in cfg["expose"]:  # a private dir hides the interpreter from the run's uid
-        fd = os.open(prefix, os.O_PATH | os.O_DIRECTORY)
-        mount("tmpfs", top, "tmpfs", ms_nosuid | ms_nodev, "size=64k,mode=0755")
-        os.makedirs(prefix, exist_ok=True)
-        mount(f"/proc/self/fd/{fd}", prefix, None, ms_bind | ms_rec)
-        os.close(fd)
-      readonly_root()
-      readonly = True
-    except OSError as e:
-      report(warning=str(e))
-    try:
-      opts = f"size={cfg['limits']['disk']},nr_inodes=4096,mode=0700"
-      if own_uid is not None:
-        opts += f",uid={own_uid},gid={own_uid}"
-      mount("tmpfs", work, "tmpfs", ms_nosuid | ms_nodev, opts)
-      tmpfs = True
-    except OSError as e:
-      report(warning=str(e))
-  report(protections={"namespaces": ns, "launcher_userns": userns, "readonly_root": readonly,
-                      "tmpfs_workdir": tmpfs})
-  ready, alive = os.pipe()
-  child = os.fork()
-  if child == 0:
-    try:
-      os.close(alive)
-      init(ready)
-    finally:
-      os._exit(0)
-  os.close(ready)
-
-  if not wait_exit(child, cfg["timeout"]):
-    report(timeout=True)
-    os.kill(child, sigkill)  # init's death takes its whole PID namespace with it
-  os.waitpid(child, 0)
-  os._exit(0)
-
-
-# ---------------------------------------------------------------- in the evaluator
 
 _PROBE = r"""
 import ctypes, json, os, re, socket
@@ -310,7 +138,8 @@ def _expose(python: str) -> list[list[str]]:
 
 @functools.cache
 def _source() -> str:
-  return textwrap.dedent(inspect.getsource(_launcher)) + "\nimport sys\n_launcher(sys.argv[1])\n"
+  """The launcher program: all of `jail`, shipped as `-c` source (its imports are cheap)."""
+  return inspect.getsource(jail)
 
 
 def _tail(f, n: int) -> str:
@@ -364,49 +193,67 @@ def _status(meta: dict, launcher_rc: int, backstop: bool) -> tuple[str, int | No
   return ("killed" if rc < 0 else "failed"), rc
 
 
+def _make_run_dir(root: str, source: str, uid: int | None) -> tuple[str, str]:
+  """Writes the program beside an empty work dir; a run uid may read the one and owns the other."""
+  work, program = os.path.join(root, "work"), os.path.join(root, "main.py")
+  os.mkdir(work, 0o700)
+  with open(program, "w", encoding="utf-8") as f:
+    f.write(source)
+  if uid is not None:
+    os.chmod(root, 0o711)
+    os.chmod(program, 0o644)
+    os.chown(work, uid, uid)
+  return work, program
+
+
+def _launcher_config(work: str, program: str, timeout: float, limits: Limits, mode: _Mode,
+                     uid: int | None) -> dict:
+  """All the launcher needs, as plain values: marshal carries them into the fresh interpreter."""
+  python = _python()
+  cpu = limits.cpu_seconds if limits.cpu_seconds is not None else timeout
+  return {"work": work, "program": program, "python": python, "timeout": timeout,
+          "userns": mode.userns, "own_uid": uid,
+          "expose": _expose(python) if uid is not None else [],
+          "env": {"PATH": "/usr/bin:/bin", "HOME": work, "TMPDIR": work, "LANG": "C.UTF-8"},
+          "limits": {"cpu": max(1, int(cpu + 0.999)), "memory": limits.memory_bytes,
+                     "file": limits.file_bytes, "disk": limits.disk_bytes,
+                     "files": limits.open_files, "processes": limits.processes}}
+
+
+def _run_launcher(cfg: dict, root: str, out, err, timeout: float) -> tuple[int, bool]:
+  """Runs the launcher in its own session, whose leftovers die either way; (rc, exited in time)."""
+  command = [cfg["python"], "-I", "-S", "-c", _source(), marshal.dumps(cfg).hex()]
+  proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                          pass_fds=(cfg["meta_fd"],), env=_LAUNCHER_ENV, cwd=root,
+                          start_new_session=True)
+  try:
+    exited = _wait(proc, timeout + _GRACE_SECONDS)
+  finally:
+    try:
+      os.killpg(proc.pid, signal.SIGKILL)  # whatever is left in the launcher's group
+    except (ProcessLookupError, PermissionError):
+      pass
+    proc.wait()
+  return proc.returncode, exited
+
+
 def _execute(source: str, timeout: float, limits: Limits, mode: _Mode) -> tuple[ExecResult, dict]:
   """One run under `mode`; returns the result and what the launcher reported."""
   root = tempfile.mkdtemp(prefix="sandbox-")
   uid = _run_uids.get() if mode.own_uid else None
   try:
-    work, program = os.path.join(root, "work"), os.path.join(root, "main.py")
-    os.mkdir(work, 0o700)
-    with open(program, "w", encoding="utf-8") as f:
-      f.write(source)
-    if uid is not None:
-      os.chmod(root, 0o711)
-      os.chmod(program, 0o644)
-      os.chown(work, uid, uid)
-    python = _python()
-    cpu = limits.cpu_seconds if limits.cpu_seconds is not None else timeout
-    cfg = {"work": work, "program": program, "python": python, "timeout": timeout,
-           "userns": mode.userns, "own_uid": uid,
-           "expose": _expose(python) if uid is not None else [],
-           "env": {"PATH": "/usr/bin:/bin", "HOME": work, "TMPDIR": work, "LANG": "C.UTF-8"},
-           "limits": {"cpu": max(1, int(cpu + 0.999)), "memory": limits.memory_bytes,
-                      "file": limits.file_bytes, "disk": limits.disk_bytes,
-                      "files": limits.open_files, "processes": limits.processes}}
+    work, program = _make_run_dir(root, source, uid)
+    cfg = _launcher_config(work, program, timeout, limits, mode, uid)
     # Streams and the status channel are open files with no name: nothing can write them by path.
     out, err, meta = (tempfile.TemporaryFile(dir=root) for _ in range(3))
     with out, err, meta:
       cfg["meta_fd"] = meta.fileno()
       start = time.monotonic()
-      command = [python, "-I", "-S", "-c", _source(), marshal.dumps(cfg).hex()]
-      proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                              pass_fds=(meta.fileno(),), env=_LAUNCHER_ENV, cwd=root,
-                              start_new_session=True)
-      try:
-        exited = _wait(proc, timeout + _GRACE_SECONDS)
-      finally:
-        try:
-          os.killpg(proc.pid, signal.SIGKILL)  # whatever is left in the launcher's group
-        except (ProcessLookupError, PermissionError):
-          pass
-        proc.wait()
+      launcher_rc, exited = _run_launcher(cfg, root, out, err, timeout)
       wall = time.monotonic() - start
       meta.seek(0)
       info = _read_reports(meta.read())
-      status, rc = _status(info, proc.returncode, backstop=not exited)
+      status, rc = _status(info, launcher_rc, backstop=not exited)
       result = ExecResult(passed=status == "passed", status=status, returncode=rc,
                           stdout=_tail(out, limits.tail_bytes),
                           stderr=_tail(err, limits.tail_bytes), wall_seconds=wall)
