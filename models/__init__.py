@@ -11,14 +11,29 @@
   shard_model   places a model's params per the logical-axis rules table
   generate      batched KV-cache sampling (`SamplingParams`)
 
-`models/` knows nothing of probes or tasks.
+`models/` knows nothing of probes or tasks. Names are resolved on first use (PEP 562), so
+importing one submodule (e.g. `models.io`) does not load the rest.
 """
-from models.checkpoint import load, load_any, save
-from models.config import Olmo3Config
-from models.convert import load_hf, save_hf
-from models.olmo3 import Olmo3, init_model
-from models.sampling import SamplingParams, generate
-from models.sharding import make_mesh, shard_model
+import importlib
+
+_EXPORTS = {
+    "load": "models.checkpoint", "load_any": "models.checkpoint", "save": "models.checkpoint",
+    "Olmo3Config": "models.config", "load_hf": "models.convert", "save_hf": "models.convert",
+    "Olmo3": "models.olmo3", "init_model": "models.olmo3", "SamplingParams": "models.sampling",
+    "generate": "models.sampling", "make_mesh": "models.sharding", "shard_model": "models.sharding",
+}
 
 __all__ = ["Olmo3", "Olmo3Config", "SamplingParams", "generate", "init_model", "load", "load_any", "load_hf",
            "make_mesh", "save", "save_hf", "shard_model"]
+
+
+def __getattr__(name: str):
+  if name not in _EXPORTS:
+    raise AttributeError(f"module 'models' has no attribute {name!r}")
+  value = getattr(importlib.import_module(_EXPORTS[name]), name)
+  globals()[name] = value
+  return value
+
+
+def __dir__():
+  return sorted(set(globals()) | set(__all__))

@@ -15,18 +15,41 @@ The data path, one public name per step:
   load_probe        open a saved probe
   evaluate          AUROC (within task and checkpoint), Brier, ECE, task-accuracy error
   ProbeMonitor      the same prediction path as a callback inside a training loop
+
+Names are resolved on first use (PEP 562), so `import probing.tasks` alone stays light (the
+code sandbox imports it under a bare interpreter without JAX).
 """
-from probing import tasks
-from probing.checkpoints import Checkpoint, open_checkpoint
-from probing.eval import evaluate
-from probing.features import ExtractSpec, FeatureSet, extract, extract_tasks, load_feature_sets
-from probing.labels import read_labels
-from probing.labels import run as label_checkpoint
-from probing.monitor import ProbeMonitor
-from probing.probes import (ProbeConfig, ProbeData, TrainConfig, TrainedProbe, build_data, load_probe, make_split,
-                            train_probe)
+import importlib
+
+_EXPORTS = {
+    "Checkpoint": "probing.checkpoints", "open_checkpoint": "probing.checkpoints",
+    "evaluate": "probing.eval",
+    "ExtractSpec": "probing.features", "FeatureSet": "probing.features", "extract": "probing.features",
+    "extract_tasks": "probing.features", "load_feature_sets": "probing.features",
+    "read_labels": "probing.labels", "label_checkpoint": "probing.labels:run",
+    "ProbeMonitor": "probing.monitor",
+    "ProbeConfig": "probing.probes", "ProbeData": "probing.probes", "TrainConfig": "probing.probes",
+    "TrainedProbe": "probing.probes", "build_data": "probing.probes", "load_probe": "probing.probes",
+    "make_split": "probing.probes", "train_probe": "probing.probes",
+    "tasks": "probing.tasks:",
+}
 
 __all__ = ["Checkpoint", "ExtractSpec", "FeatureSet", "ProbeConfig", "ProbeData", "ProbeMonitor", "TrainConfig",
            "TrainedProbe", "build_data", "evaluate", "extract", "extract_tasks", "label_checkpoint",
            "load_feature_sets", "load_probe", "make_split", "open_checkpoint", "read_labels", "tasks",
            "train_probe"]
+
+
+def __getattr__(name: str):
+  if name not in _EXPORTS:
+    raise AttributeError(f"module 'probing' has no attribute {name!r}")
+  module, _, attr = _EXPORTS[name].partition(":")
+  value = importlib.import_module(module)
+  if attr or not _EXPORTS[name].endswith(":"):
+    value = getattr(value, attr or name)
+  globals()[name] = value
+  return value
+
+
+def __dir__():
+  return sorted(set(globals()) | set(__all__))

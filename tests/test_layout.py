@@ -81,14 +81,12 @@ def test_no_import_cycles():
       visit(m, [m])
 
 
-@pytest.mark.parametrize("prefix, limit", [("launch", 120), ("models", 400), ("probing", 400)])
+@pytest.mark.parametrize("prefix, limit", [("launch", 120), ("models", 420), ("probing", 420)])
 def test_files_stay_short(prefix, limit):
+  """Launch scripts are flags plus one call; a library module is one concern (about 400 lines)."""
   long = {m: n for m, p in MODULES.items() if _within(m, (prefix,))
           for n in [sum(1 for _ in open(p))] if n > limit}
-  # models.olmo3 holds the layers and the model (~650 lines), as flax gemma's transformer.py does;
-  # the sandbox's launcher is one program that runs inside the jail.
-  allowed = {"models.olmo3", "probing.tasks.sandbox"}
-  assert set(long) <= allowed, long
+  assert not long, long
 
 
 def test_public_faces():

@@ -83,7 +83,12 @@ def _stop_safe(code: str, stops: Sequence[str]) -> str:
 
 class _CodeTask(Task):
   """Shared loading and sandboxed scoring; program = prefix + completion + suffix."""
-  timeout = 10.0  # seconds per program; the slowest reference (MBPP 123) needs ~2 s of CPU
+  # Per program: a budget of CPU seconds, not wall-clock seconds, so that a score does not depend
+  # on how busy the machine is (the slowest reference, MBPP 123, needs 2-7 s of CPU depending on
+  # the machine), and a wall-clock limit of `wall_factor` times that for programs that block
+  # without using CPU.
+  timeout = 10.0
+  wall_factor = 6.0
   _task_dir = ""
 
   def __init__(self):
@@ -118,7 +123,7 @@ class _CodeTask(Task):
 
   def execute(self, question: Question, completion: str) -> sandbox.ExecResult:
     """Runs the tests and returns the full result (status, stderr tail), e.g. for debugging."""
-    return sandbox.run_program(self.program(question, completion), timeout=self.timeout)
+    return sandbox.run_program(self.program(question, completion), **self._budget())
 
   def score(self, question: Question, completion: str) -> float:
     return float(self.execute(question, completion).passed)
@@ -128,7 +133,10 @@ class _CodeTask(Task):
     if len(questions) != len(completions):
       raise ValueError(f"{len(questions)} questions but {len(completions)} completions")
     programs = [self.program(q, c) for q, c in zip(questions, completions)]
-    return [float(r.passed) for r in sandbox.run_programs(programs, timeout=self.timeout)]
+    return [float(r.passed) for r in sandbox.run_programs(programs, **self._budget())]
+
+  def _budget(self) -> dict:
+    return dict(timeout=self.wall_factor * self.timeout, limits=sandbox.Limits(cpu_seconds=self.timeout))
 
 
 class HumanEval(_CodeTask):

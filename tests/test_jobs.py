@@ -1,0 +1,83 @@
+"""probing.jobs and the probe launch scripts: extract -> train -> predict on tiny checkpoints,
+and bad input that fails early in one line."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs.probes import linear
+from models import checkpoint, olmo3
+from probing import jobs, tasks
+from probing.testbed import ALPHABET
+from probing.tokenizer import CharTokenizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = (10, 20, 30, 40)
+TASKS = "syn_add,syn_sub"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  """Four tiny orbax checkpoints of a character model, label files for two skills."""
+  root = tmp_path_factory.mktemp("jobs")
+  tok = CharTokenizer(ALPHABET)
+  cfg = olmo3.tiny(vocab_size=tok.vocab_size, pad_token_id=tok.pad_id, eos_token_id=tok.eos_id, vocab_pad_multiple=8)
+  rng = np.random.default_rng(0)
+  os.makedirs(root / "labels")
+  for i, step in enumerate(STEPS):
+    name = f"step_{step:06d}"
+    checkpoint.save(str(root / "ckpts" / name), olmo3.init_model(cfg, seed=i), {
+        "tokenizer": {"kind": "char", "alphabet": ALPHABET}, "checkpoint": name, "checkpoint_step": step})
+    with open(root / "labels" / f"{name}.jsonl", "w") as f:
+      for t in TASKS.split(","):
+        for q in tasks.get(t).questions(20):
+          c = int(rng.integers(0, 5))
+          f.write(json.dumps({"checkpoint": name, "checkpoint_step": step, "task": t, "question_id": q.id,
+                              "k": 4, "c": c}) + "\n")
+  return root
+
+
+def _config(root, **data):
+  c = linear.get_config("testbed")
+  c.data.update(dict(features=str(root / "features"), labels=str(root / "labels"), tasks=TASKS, limit=20) | data)
+  c.train.epochs = 5
+  c.out = str(root / "out")
+  return c
+
+
+def test_extract_train_predict(run):
+  for step in STEPS:
+    sets = jobs.extract(_config(run, checkpoint=str(run / "ckpts" / f"step_{step:06d}")))
+    assert [fs.meta["task"] for fs in sets] == TASKS.split(",") and all(len(fs) == 20 for fs in sets)
+  result = jobs.train(_config(run))
+  assert result["split"].train_upto_step == 30 and os.path.exists(run / "out" / "probe" / "probe_card.json")
+  c = _config(run, checkpoint=str(run / "ckpts" / "step_000040"))
+  c.probe = str(run / "out" / "probe")
+  c.out = str(run / "predict")
+  summary = jobs.predict(c)
+  assert summary["checkpoint"] == "step_000040" and summary["checkpoint_step"] == 40
+  assert summary["n_questions"] == {"syn_add": 20, "syn_sub": 20} and "metrics" in summary
+  with open(run / "predict" / "predictions.jsonl") as f:
+    assert len(f.readlines()) == 40
+  c.data.tasks = "syn_mul"  # not trained on: refused before the checkpoint is read
+  with pytest.raises(ValueError, match=r"not trained on task\(s\) \['syn_mul'\]"):
+    jobs.predict(c)
+
+
+def test_bad_config_fails_in_one_line(run):
+  c = _config(run, checkpoint=str(run / "ckpts" / "step_000010"), tasks="syn_add,nope")
+  with pytest.raises(KeyError, match="unknown task 'nope'"):
+    jobs.extract(c)
+  c = _config(run)
+  c.head.hiden = 3
+  with pytest.raises(ValueError, match="hiden"):
+    jobs.train(c)
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  for args, message in (([], "error: pass --config="),
+                        (["--config=configs/probes/linear.py:testbed"], "error: set --config.probe")):
+    proc = subprocess.run([sys.executable, "-m", "launch.predict"] + args, cwd=ROOT, capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith(message), proc.stderr[-2000:]
