@@ -10,7 +10,7 @@ import pytest
 
 from models import olmo3, sharding
 from probing import features as F
-from probing.features import extract as extract_lib
+from probing.features import extraction as extract_lib
 from probing.features import store
 
 

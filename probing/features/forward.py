@@ -1,6 +1,6 @@
 """The jitted prefill + pooling of feature extraction, and getting its batches on and off devices.
 
-One concern, kept apart from `probing.features.extract` (tokens, batch plan, store, resume): the
+One concern, kept apart from `probing.features.extraction` (tokens, batch plan, store, resume): the
 compiled programs (cached per static configuration, so repeated extractions do not recompile),
 the left-padded batch arrays they take, and this process's rows of their batch-sharded outputs.
 """

@@ -15,7 +15,7 @@
                                   `pXXXXX-bYYYYYY.npz` per finished batch. A killed run resumes
                                   from them; they are merged and removed at the end.
 Every file is written to a temporary name and `os.replace`d, so readers never see a partial file.
-The writer is `probing.features.extract`.
+The writer is `probing.features.extraction`.
 """
 from __future__ import annotations
 
@@ -92,11 +92,11 @@ def behaviour_hash(tokenizer) -> str:
 
 
 # Modules whose source determines what a store holds; their text (not their file paths) is hashed.
-_FEATURE_MODULES = ("probing.features.extract", "probing.features.forward", "models.olmo3", "models.config")
+_FEATURE_MODULES = ("probing.features.extraction", "probing.features.forward", "models.olmo3", "models.config")
 
 
 @functools.lru_cache(maxsize=1)
-def code_version() -> str:
+def extraction_code_version() -> str:
   """`models.version.code_version()` + a hash of the source text of the modules that compute
   features (so uncommitted edits still change it, and moving a file does not)."""
   import importlib

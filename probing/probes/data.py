@@ -22,6 +22,10 @@ import numpy as np
 from probing.features import FeatureError, FeatureSet
 
 
+class LabelJoinError(FeatureError):
+  """Label records that do not join the features (missing, duplicate, inconsistent, unlabeled)."""
+
+
 @dataclasses.dataclass
 class ProbeData:
   """Row-aligned arrays: ids, labels (NaN when unlabeled) and probe inputs (raw)."""
@@ -57,14 +61,14 @@ def _label_index(labels: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, st
   for i, r in enumerate(labels):
     missing = [f for f in ("checkpoint", "checkpoint_step", "task", "question_id", "c", "k") if f not in r]
     if missing:
-      raise FeatureError(f"label record {i}: missing field(s) {missing}")
+      raise LabelJoinError(f"label record {i}: missing field(s) {missing}")
     key = (str(r["checkpoint"]), str(r["task"]), str(r["question_id"]))
     if key in out:
-      raise FeatureError(f"labels: duplicate record for checkpoint={key[0]!r} task={key[1]!r} "
-                         f"question={key[2]!r}")
+      raise LabelJoinError(f"labels: duplicate record for checkpoint={key[0]!r} task={key[1]!r} "
+                           f"question={key[2]!r}")
     if not 0 <= float(r["c"]) <= float(r["k"]) or float(r["k"]) <= 0:
-      raise FeatureError(f"labels: checkpoint={key[0]!r} task={key[1]!r} question={key[2]!r} has "
-                         f"c={r['c']}, k={r['k']} (need 0 <= c <= k, k > 0)")
+      raise LabelJoinError(f"labels: checkpoint={key[0]!r} task={key[1]!r} question={key[2]!r} has "
+                           f"c={r['c']}, k={r['k']} (need 0 <= c <= k, k > 0)")
     out[key] = r
   return out
 
@@ -174,17 +178,17 @@ def _append_rows(cols: dict[str, list], fs: FeatureSet, index) -> None:
     got = {q for (c, t, q) in index if c == ck and t == task}
     if not got:
       cks = sorted({c for (c, t, _) in index if t == task})
-      raise FeatureError(f"{where}: labels have no records for this checkpoint (labels of task "
-                         f"{task!r} cover checkpoints {cks[:10]})")
+      raise LabelJoinError(f"{where}: labels have no records for this checkpoint (labels of task "
+                           f"{task!r} cover checkpoints {cks[:10]})")
     no_label, no_feat = [q for q in qids if q not in got], sorted(got - set(qids))
     if no_label or no_feat:
-      raise FeatureError(f"{where}: questions do not match the labels: {len(no_label)} without "
-                         f"labels (e.g. {no_label[:3]}), {len(no_feat)} labeled but not extracted "
-                         f"(e.g. {no_feat[:3]})")
+      raise LabelJoinError(f"{where}: questions do not match the labels: {len(no_label)} without "
+                           f"labels (e.g. {no_label[:3]}), {len(no_feat)} labeled but not extracted "
+                           f"(e.g. {no_feat[:3]})")
   for q in qids:
     r = index[(ck, task, q)] if index is not None else {}
     if r and int(r["checkpoint_step"]) != step:
-      raise FeatureError(f"{where}: checkpoint_step {step} but labels say {r['checkpoint_step']}")
+      raise LabelJoinError(f"{where}: checkpoint_step {step} but labels say {r['checkpoint_step']}")
     cols["checkpoint"].append(ck)
     cols["step"].append(step)
     cols["task"].append(task)

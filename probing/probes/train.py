@@ -24,10 +24,10 @@ import optax
 from flax import nnx
 
 from probing.eval.baselines import baselines, evaluate, to_records
-from probing.features import FeatureError, code_version
+from probing.features import FeatureError, extraction_code_version
 from probing.probes import heads as heads_lib
 from probing.probes.config import ProbeConfig, TrainConfig
-from probing.probes.data import ProbeData, Split, center_cells, fit_standardizer
+from probing.probes.data import LabelJoinError, ProbeData, Split, center_cells, fit_standardizer
 from probing.probes.submodel import load_submodel_blocks, source_config
 from probing.probes.trained import TrainedProbe, bucket
 
@@ -146,8 +146,8 @@ def train_probe(data: ProbeData, split: Split, cfg: ProbeConfig, train_cfg: Trai
     raise ValueError("the training split is empty (check train_upto_step and test_frac)")
   for name, rows in (("train", tr), ("validation", va)):
     if np.isnan(data.y[rows]).any():
-      raise FeatureError(f"{name} rows without labels, e.g. question "
-                         f"{data.question_id[rows][np.isnan(data.y[rows])][0]!r}")
+      raise LabelJoinError(f"{name} rows without labels, e.g. question "
+                           f"{data.question_id[rows][np.isnan(data.y[rows])][0]!r}")
   enc = cfg.encoder
   need = {"x": cfg.uses_x, "tokens": cfg.uses_tokens, "nll": cfg.uses_nll}
   for key, needed in need.items():
@@ -219,7 +219,7 @@ def _card(data, split, cfg, train_cfg, spec, stats, tasks, logs, p_val) -> dict:
                      "train_upto_step": split.train_upto_step, "n_train_rows": int(tr.sum()),
                      "n_val_rows": int(va.sum()), "train_questions": qs(tr), "val_questions": qs(va)},
       "validation": val, "features": data.meta.get("features"),
-      "code_version": code_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+      "code_version": extraction_code_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def train_and_evaluate(data: ProbeData, split: Split, cfg: ProbeConfig, train_cfg: TrainConfig | None = None, *,

@@ -39,7 +39,7 @@ from models import sharding as sharding_lib
 from models import io
 from probing.features import forward
 from probing.features.store import (FORMAT, POOLINGS, SIDECAR, FeatureError, FeatureSet, _sha, behaviour_hash,
-                                    code_version, load_features, process_file, read_npz, write_npz)
+                                    extraction_code_version, load_features, process_file, read_npz, write_npz)
 
 _STORE_DTYPES = ("float32", "float16")
 _FLOAT_KEYS = ("last", "mean", "tokens")  # stored in spec.dtype; NLLs stay float32
@@ -289,7 +289,7 @@ def _persist(plan: _Plan, results: list, t0: float, t_fwd: float, *, out_dir: st
   merged = _merge_rows(parts, [plan.ids[i] for g in range(len(plan.batches)) for i in plan.mine(g, pi)],
                        plan.ids)
   timing = {"total_s": time.perf_counter() - t0, "forward_s": t_fwd, "batches": len(plan.batches)}
-  meta = dict(plan.meta, timing=timing, code_version=code_version(),
+  meta = dict(plan.meta, timing=timing, code_version=extraction_code_version(),
               created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
   local = FeatureSet(dict(meta, question_ids=[str(q) for q in merged["question_id"]]),
                      {k: v for k, v in merged.items() if k != "question_id"})
