@@ -6,7 +6,6 @@ load average recorded next to the numbers it may have disturbed.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -109,7 +108,7 @@ def write_json(path: str, obj) -> None:
   parent = os.path.dirname(path)
   if parent:
     os.makedirs(parent, exist_ok=True)
-  io.write_text(path, json.dumps(obj, indent=2) + "\n")
+  io.write_json(path, obj, indent=2, default=io.jsonable)
 
 
 def table(rows: list[list], header: list[str]) -> str:

@@ -26,6 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+from benchmarks import common  # noqa: E402
+
 flags.DEFINE_string("out", None, "Where to write the JSON results.")
 flags.DEFINE_integer("repeats", 5, "Warm timed runs per case (median reported).")
 flags.DEFINE_string("sizes", "tiny,small", "Comma-separated model sizes.")
@@ -187,8 +189,7 @@ def main(argv):
                                 "ratio_best": round(r["ours"]["tok_per_s_best"] / r["hf"]["tok_per_s_best"], 2),
                                 "paired_ratio_median": r["paired_ratio_median"]})
   report["machine"]["load_after"] = os.getloadavg()
-  with open(FLAGS.out, "w") as f:
-    json.dump(report, f, indent=2)
+  common.write_json(FLAGS.out, report)
   print(f"{'size':6} {'case':8} {'HF tok/s':>10} {'ours tok/s':>11} {'ratio':>6} {'paired':>7} {'ours cold s':>12}")
   for c in report["cases"]:
     print(f"{c['size']:6} {c['case']:8} {c['hf']['tok_per_s']:>10} {c['ours']['tok_per_s']:>11} "

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 
 import numpy as np
@@ -110,9 +109,7 @@ def main():
   out = {"benchmark": "probe_train", "ratio": ratio, "auroc_diff_min": diff,
          "bars": {"auroc_not_below_sklearn_by_0.005": diff >= -0.005, "ratio_ge_3": ratio >= 3},
          "cases": cases, "machine": common.machine()}
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  with open(args.out, "w") as f:
-    json.dump(out, f, indent=1, default=float)
+  common.write_json(args.out, out)
   print(json.dumps({k: out[k] for k in ("ratio", "auroc_diff_min", "bars")}
                    | {n: {k: round(c[k], 4) for k in ("ours_seconds", "sklearn_seconds", "ratio", "auroc_ours",
                                                       "auroc_sklearn")} for n, c in cases.items()}))

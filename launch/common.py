@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
 import time
@@ -10,7 +11,8 @@ from absl import logging
 
 
 def init_runtime() -> None:
-  """Multi-host runs: `jax.distributed.initialize()` when a coordinator is configured."""
+  """Every launch script first: `jax.distributed.initialize()` when a coordinator is configured,
+  the embedded testbed's task names registered, one log line of the devices."""
   import jax
   if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("COORDINATOR_ADDRESS"):
     jax.distributed.initialize()
@@ -31,7 +33,7 @@ def config_of(config_flag):
 def with_testbed() -> None:
   """Registers the embedded testbed's tasks and alphabet, so its names work on the command line
   (launch scripts may import it; the library core never does)."""
-  import probing.testbed  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  importlib.import_module("probing.testbed")
 
 
 def quiet_orbax_logs() -> None:

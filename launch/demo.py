@@ -25,18 +25,24 @@ WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Work dir (reused to resum
 
 
 def preset_as_config(argv: list[str]) -> list[str]:
-  """Rewrites `--preset=X` into `--config=configs/experiments/demo.py:X` before flags are parsed
-  (so `--config.*` overrides apply to the variant); giving both is an error."""
-  presets = [a for a in argv[1:] if a.startswith("--preset=")]
-  if not presets:
+  """Rewrites `--preset=X` (or `--preset X`) into `--config=configs/experiments/demo.py:X` before
+  flags are parsed, so `--config.*` overrides apply to that variant; giving both is an error."""
+  args, preset, i = [], None, 1
+  while i < len(argv):
+    if argv[i].startswith("--preset="):
+      preset = argv[i].split("=", 1)[1]
+    elif argv[i] == "--preset" and i + 1 < len(argv):
+      preset, i = argv[i + 1], i + 1
+    else:
+      args.append(argv[i])
+    i += 1
+  if preset is None:
     return argv
-  if any(a == "--config" or a.startswith("--config=") for a in argv[1:]):
+  if any(a == "--config" or a.startswith("--config=") for a in args):
     sys.exit("error: give either --preset or --config, not both")
-  preset = presets[-1].split("=", 1)[1]
   if preset not in ("default", "smoke"):
     sys.exit(f"error: --preset={preset}: expected 'default' or 'smoke'")
-  rest = [a for a in argv[1:] if not a.startswith("--preset=")]
-  return argv[:1] + [f"--config={DEFAULT_CONFIG}" + ("" if preset == "default" else f":{preset}")] + rest
+  return argv[:1] + [f"--config={DEFAULT_CONFIG}" + ("" if preset == "default" else f":{preset}")] + args
 
 
 def main(argv):

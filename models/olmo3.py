@@ -13,19 +13,22 @@ maps to mesh axes through its one rules table.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
-import os
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from models.config import (FULL, PRESETS, SLIDING, Olmo3Config, RopeConfig, as_dtype,  # noqa: F401
-                           default_layer_types, dtype_name, olmo3_7b, tiny)
+from models.config import (FULL, PRESETS, SLIDING, Olmo3Config, RopeConfig, as_dtype, default_layer_types,
+                           dtype_name, olmo3_7b, tiny)
+
+# The configuration lives in models.config; these names stay importable from here (the model's
+# public contract names `models.olmo3.Olmo3Config`).
+__all__ = ["Attention", "Block", "FULL", "MLP", "Olmo3", "Olmo3Config", "Olmo3Output", "PRESETS", "RopeConfig",
+           "SLIDING", "SharedPrefix", "abstract_model", "apply_rope", "as_dtype", "blocked_self_attention",
+           "default_layer_types", "default_positions", "dtype_name", "init_model", "olmo3_7b", "rms_norm",
+           "rope_cos_sin", "tiny"]
 
 
 # ----------------------------------------------------------------------------- layers

@@ -1,11 +1,10 @@
 """probing.probes.train: every family learns, no test row reaches training, baselines, centering."""
 import dataclasses
-import json
 
 import numpy as np
 import pytest
 
-from probe_fixtures import D, LAYERS, family_config, synthetic, tiny_source
+from probe_fixtures import LAYERS, family_config, synthetic, tiny_source
 
 from probing.eval import baselines, evaluate
 from probing.features import FeatureError

@@ -12,7 +12,7 @@ from probing.probes.data import CENTERINGS
 
 
 @dataclasses.dataclass(frozen=True)
-class ProbeConfig:
+class ProbeConfig(heads_lib.FamilyInputs):
   """What a probe is: its family, the features it reads and its architecture (`config.head`).
 
   Unknown fields raise (a dataclass), so a misspelt field in a config file is an error.
@@ -39,22 +39,6 @@ class ProbeConfig:
     if self.center != "none" and self.encoder not in ("linear", "mlp"):
       raise ValueError(f"center={self.center!r} centers pooled features; the {self.encoder} "
                        "encoder reads token states")
-
-  @property
-  def encoder(self) -> str:
-    return self.base if self.family == "hybrid" else self.family
-
-  @property
-  def uses_x(self) -> bool:
-    return self.encoder in ("linear", "mlp")
-
-  @property
-  def uses_tokens(self) -> bool:
-    return self.encoder in heads_lib.TOKEN_FAMILIES
-
-  @property
-  def uses_nll(self) -> bool:
-    return self.family == "hybrid"
 
   def data_kwargs(self, *, nll: bool | None = None) -> dict:
     """`build_data` arguments that load what this probe reads (`nll=True` also loads the NLL

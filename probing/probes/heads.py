@@ -57,8 +57,29 @@ class ProbeError(ValueError):
   """A probe that cannot be built or applied to the given inputs; the message says why."""
 
 
+class FamilyInputs:
+  """What a family reads, from its `family` and `base` fields (ProbeSpec and ProbeConfig): the
+  one answer to "which inputs does this probe need"."""
+
+  @property
+  def encoder(self) -> str:
+    return self.base if self.family == "hybrid" else self.family
+
+  @property
+  def uses_x(self) -> bool:
+    return self.encoder in ("linear", "mlp")
+
+  @property
+  def uses_tokens(self) -> bool:
+    return self.encoder in TOKEN_FAMILIES
+
+  @property
+  def uses_nll(self) -> bool:
+    return self.family == "hybrid"
+
+
 @dataclasses.dataclass(frozen=True)
-class ProbeSpec:
+class ProbeSpec(FamilyInputs):
   """Shapes and architecture choices; everything needed to rebuild a probe from its card."""
   family: str
   n_layers: int = 1  # L of x
@@ -81,22 +102,6 @@ class ProbeSpec:
       raise ProbeError(f"hybrid base {self.base!r} must be one of {FAMILIES[:4]}")
     if self.nll_anchor and self.family != "hybrid":
       raise ProbeError(f"nll_anchor needs the gold-answer NLL: only the hybrid has it, not {self.family!r}")
-
-  @property
-  def encoder(self) -> str:
-    return self.base if self.family == "hybrid" else self.family
-
-  @property
-  def uses_x(self) -> bool:
-    return self.encoder in ("linear", "mlp")
-
-  @property
-  def uses_tokens(self) -> bool:
-    return self.encoder in TOKEN_FAMILIES
-
-  @property
-  def uses_nll(self) -> bool:
-    return self.family == "hybrid"
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self) | {"olmo_config": None if self.olmo_config is None

@@ -1,6 +1,5 @@
 """Parity of our Flax OLMo3 with transformers.Olmo3ForCausalLM (fp32, tiny random configs)."""
 import json
-import os
 
 import jax.numpy as jnp
 import numpy as np
