@@ -25,6 +25,6 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist", "torch==2.13.0", "transformers>=5.13"],
+        "test": ["pytest", "pytest-xdist", "torch==2.13.0", "transformers>=5.13", "ppi-python"],
     },
 )
