@@ -133,7 +133,7 @@ def test_negative_gsm8k_golds_keep_their_sign():
 
 def test_every_math_solution_box_matches_gold():
   """The raw solution (boxed-answer path, no final-answer line) also scores 1."""
-  from probing import scoring  # pylint: disable=import-outside-toplevel
+  from probing.tasks import scoring  # pylint: disable=import-outside-toplevel
   for name in ("minerva_math", "minerva_math_500"):
     for q in tasks.get(name).questions():
       solution = q.reference[:q.reference.rindex("\nFinal Answer:")]
