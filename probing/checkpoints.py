@@ -5,7 +5,11 @@ A checkpoint is an orbax checkpoint of ours (`models.checkpoint`) or a HF direct
 in every label, feature and prediction record) and its monotone training step are resolved
 here once, so labels, features and predictions of the same directory always join:
   * id: the given name, else the id in our metadata, else the directory name;
-  * step: the given step, else the step in our metadata, else `step<N>` in the id.
+  * step: the given step, else the step in our metadata, else read from the id (or the HF
+    revision our conversion recorded): `stageK-stepN`
+    (OLMo3's revision names, whose step counters restart each stage) maps to one monotone step,
+    N plus the lengths of stages 1..K-1 (`OLMO3_7B_STAGE_LENGTHS` unless told otherwise);
+    a plain `step<N>` / `step_N` is N.
 Cheap checks (directory, tokenizer, vocabulary size) run before the weights are read.
 """
 from __future__ import annotations
@@ -16,6 +20,10 @@ import re
 
 from models import checkpoint as model_checkpoint
 from probing import tokenizer as tokenizer_lib
+
+
+# OLMo3-7B's stage lengths in optimizer steps: stage 1 ends at 1,413,814; stage 2 adds 47,684.
+OLMO3_7B_STAGE_LENGTHS = (1_413_814, 47_684)
 
 
 class CheckpointError(ValueError):
@@ -53,10 +61,27 @@ def checkpoint_id(path: str | os.PathLike, *, name: str | None = None, step: int
   name = name or meta.get("checkpoint") or os.path.basename(path.rstrip("/"))
   if step is None and meta.get("checkpoint_step") is not None:
     step = meta["checkpoint_step"]
-  if step is None:
-    m = re.search(r"step[_-]?(\d+)", name)
-    step = int(m.group(1)) if m else None
+  for source in (name, meta.get("revision") or ""):  # launch.convert records the HF revision
+    if step is None:
+      step = step_from_name(source)
   return name, None if step is None else int(step)
+
+
+def step_from_name(name: str, stage_lengths=OLMO3_7B_STAGE_LENGTHS) -> int | None:
+  """The monotone training step a checkpoint name states, or None.
+
+  'stage2-step2000' -> 1,413,814 + 2,000 (stage 1's length added); 'step_000120' -> 120.
+  A stage past the known lengths raises: its offset cannot be told.
+  """
+  m = re.search(r"stage(\d+)[_-]step[_-]?(\d+)", name)
+  if m:
+    stage, step = int(m.group(1)), int(m.group(2))
+    if not 1 <= stage <= len(stage_lengths) + 1:
+      raise CheckpointError(f"checkpoint {name!r}: stage {stage}, but only the lengths of stages "
+                            f"1..{len(stage_lengths)} are known; pass its monotone step explicitly")
+    return sum(stage_lengths[:stage - 1]) + step
+  m = re.search(r"step[_-]?(\d+)", name)
+  return int(m.group(1)) if m else None
 
 
 def open_checkpoint(path: str | os.PathLike, *, mesh=None, dtype=None, tokenizer=None, name: str | None = None,

@@ -81,3 +81,32 @@ def test_bad_config_fails_in_one_line(run):
     proc = subprocess.run([sys.executable, "-m", "launch.predict"] + args, cwd=ROOT, capture_output=True,
                           text=True, env=env, timeout=300)
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith(message), proc.stderr[-2000:]
+
+
+def test_steps_from_olmo3_revision_names():
+  """OLMo3's stage counters restart: stageK-stepN names map to one monotone step."""
+  from probing.checkpoints import CheckpointError, step_from_name
+  assert step_from_name("stage1-step1000") == 1000
+  assert step_from_name("stage2-step2000") == 1_413_814 + 2_000
+  assert step_from_name("stage3-step10") == 1_413_814 + 47_684 + 10
+  assert step_from_name("step_000120") == 120 and step_from_name("main") is None
+  assert step_from_name("stage2-step5", stage_lengths=(100,)) == 105
+  with pytest.raises(CheckpointError, match="stage 4"):
+    step_from_name("stage4-step1")
+  names = ["stage1-step1000", "stage1-step2000", "stage2-step0", "stage2-step2000", "stage3-step100"]
+  assert sorted(names, key=step_from_name) == names
+
+
+def test_demo_reads_steps_from_revision_names(tmp_path):
+  from ml_collections import ConfigDict
+
+  from probing.demo.pipeline import external_checkpoints
+  dirs = [tmp_path / n for n in ("stage1-step1000", "stage2-step0", "stage2-step500")]
+  for d in dirs:
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+  cfg = ConfigDict({"checkpoints": ",".join(map(str, dirs)), "checkpoint_steps": ""})
+  assert [s for s, _ in external_checkpoints(cfg)] == [1000, 1_413_814, 1_414_314]
+  cfg.checkpoints = ",".join(map(str, dirs[::-1]))
+  with pytest.raises(ValueError, match="stage2-step500 has step 1414314, .*stage2-step0 has step 1413814"):
+    external_checkpoints(cfg)

@@ -11,7 +11,8 @@ pretraining and the in-loop monitor (the checkpoints already exist):
       --config.tokenizer=Olmo-3-1025-7B/tokenizer.json
 
 `checkpoint_steps` must be monotone training steps: OLMo3's stage counters restart, so add the
-steps of earlier stages (stage 1 ends at 1,413,814; stage 2 adds 47,684). Probes use the '7b'
+steps of earlier stages (stage 1 ends at 1,413,814; stage 2 adds 47,684). Left empty, they are
+read from directory names of the form `stageK-stepN`, which map to exactly that. Probes use the '7b'
 preset of configs/probes/*.py (layers 8-32, the middle layer's token states, bf16 model).
 """
 import importlib

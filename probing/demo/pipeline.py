@@ -79,19 +79,29 @@ def fit_layers(fcfg, num_layers: int):
 
 
 def external_checkpoints(cfg) -> list[tuple[int, str]]:
-  """(step, dir) of `cfg.checkpoints` (comma-separated dirs; steps from `cfg.checkpoint_steps`)."""
+  """(step, dir) of `cfg.checkpoints` (comma-separated dirs). Steps come from
+  `cfg.checkpoint_steps`, or else from each checkpoint (metadata, or an OLMo3 revision name such
+  as `stage2-step2000`, which `probing.checkpoints` maps to a monotone step)."""
   dirs = [p.strip() for p in (cfg.get("checkpoints") or "").split(",") if p.strip()]
   if not dirs:
     return []
-  steps = [int(s) for s in (cfg.get("checkpoint_steps") or "").split(",") if s.strip()]
-  if len(steps) != len(dirs):
-    raise ValueError(f"checkpoint_steps: {len(steps)} steps for {len(dirs)} checkpoints (give one "
-                     "monotone training step per checkpoint: OLMo3 stage counters restart)")
   missing = [d for d in dirs if not os.path.isdir(d)]
   if missing:
     raise FileNotFoundError(f"checkpoints not found: {missing}")
-  if sorted(steps) != steps or len(set(steps)) != len(steps):
-    raise ValueError(f"checkpoint_steps must increase: {steps}")
+  steps = [int(s) for s in (cfg.get("checkpoint_steps") or "").split(",") if s.strip()]
+  if not steps:
+    steps = [checkpoints_lib.checkpoint_id(d)[1] for d in dirs]
+    unknown = [d for d, s in zip(dirs, steps) if s is None]
+    if unknown:
+      raise ValueError(f"checkpoints {unknown}: their steps cannot be told from their names; set "
+                       "--config.checkpoint_steps (monotone training steps)")
+  if len(steps) != len(dirs):
+    raise ValueError(f"checkpoint_steps: {len(steps)} steps for {len(dirs)} checkpoints (give one "
+                     "monotone training step per checkpoint: OLMo3 stage counters restart)")
+  for (s1, d1), (s2, d2) in zip(zip(steps, dirs), zip(steps[1:], dirs[1:])):
+    if s2 <= s1:
+      raise ValueError(f"checkpoint steps must increase in the given order: {d1} has step {s1}, "
+                       f"{d2} has step {s2}")
   return [(s, os.path.abspath(d)) for s, d in zip(steps, dirs)]
 
 
