@@ -33,7 +33,8 @@ def main(argv):
 
     model = convert.load_hf(FLAGS.value, dtype=DTYPE.value, mesh=mesh, on_tensor=on_tensor)
     load_s = time.perf_counter() - t0
-    checkpoint.save(OUT.value, model, {"source": FLAGS.value, "revision": REVISION.value})
+    checkpoint.save(OUT.value, model, {"source": FLAGS.value, "revision": REVISION.value},
+                    files=convert.side_files(FLAGS.value))  # the tokenizer travels with the weights
   summary = convert.summarize(model)
   logging.info("converted %s -> %s: %s params, %.2f GiB, load %.1fs, total %.1fs", FLAGS.value, OUT.value,
                f"{summary['params']:,}", summary["bytes"] / 2**30, load_s, time.perf_counter() - t0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any, Mapping
 
 import jax
@@ -25,8 +26,13 @@ METADATA_FILE = "metadata.json"
 PARAMS_DIR = "params"
 
 
-def save(path: str | os.PathLike, model: Olmo3, metadata: Mapping[str, Any] | None = None) -> str:
-  """Saves `model` to `path` (which must not exist) with `metadata` merged into metadata.json."""
+def save(path: str | os.PathLike, model: Olmo3, metadata: Mapping[str, Any] | None = None, *,
+         files: Mapping[str, str] | None = None) -> str:
+  """Saves `model` to `path` (which must not exist) with `metadata` merged into metadata.json.
+
+  `files` ({name in the checkpoint: source path}) are copied in too, e.g. the tokenizer files of
+  the HF directory a model was converted from (`convert.side_files`).
+  """
   path = os.path.abspath(os.fspath(path))
   if os.path.exists(path):
     raise FileExistsError(f"{path}: checkpoint already exists")
@@ -44,6 +50,8 @@ def save(path: str | os.PathLike, model: Olmo3, metadata: Mapping[str, Any] | No
         "revision": None,
     }
     meta.update(dict(metadata or {}))
+    for name, src in (files or {}).items():
+      shutil.copyfile(src, os.path.join(tmp, name))
     with open(os.path.join(tmp, METADATA_FILE), "w") as f:
       json.dump(meta, f, indent=2, default=str)
   return path

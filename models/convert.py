@@ -228,6 +228,18 @@ def load_hf(path: str | os.PathLike, *, dtype=jnp.float32, mesh: jax.sharding.Me
   return nnx.merge(graphdef, state)
 
 
+# What a converted checkpoint keeps from its HF directory besides the weights (under these names).
+SIDE_FILES = {"tokenizer.json": "tokenizer.json", "tokenizer_config.json": "tokenizer_config.json",
+              "special_tokens_map.json": "special_tokens_map.json",
+              "generation_config.json": "generation_config.json", "config.json": "hf_config.json"}
+
+
+def side_files(path: str | os.PathLike) -> dict[str, str]:
+  """{name in our checkpoint: file} of the SIDE_FILES present in a HF directory."""
+  path = os.fspath(path)
+  return {ours: os.path.join(path, hf) for hf, ours in SIDE_FILES.items() if os.path.isfile(os.path.join(path, hf))}
+
+
 def read_blocks(path: str | os.PathLike, config: Olmo3Config, layers) -> dict[int, nnx.State]:
   """float32 nnx States of the given blocks, reading only their tensors from a HF directory."""
   path = os.fspath(path)

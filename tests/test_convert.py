@@ -164,12 +164,20 @@ def test_bad_checkpoint_clear_error_and_no_output(case, hf_dir, sharded_hf_dir, 
 
 
 def test_launch_convert_writes_checkpoint(hf_dir, tmp_path):
+  """The weights, and the tokenizer and HF config beside them, so later steps find the tokenizer."""
+  import shutil
+  src = str(tmp_path / "hf")
+  shutil.copytree(hf_dir, src)
+  with open(os.path.join(src, "tokenizer.json"), "w") as f:
+    f.write('{"stand-in": true}')
   out = str(tmp_path / "ok")
-  proc = subprocess.run([sys.executable, "-m", "launch.convert", f"--hf_dir={hf_dir}", f"--out_dir={out}",
+  proc = subprocess.run([sys.executable, "-m", "launch.convert", f"--hf_dir={src}", f"--out_dir={out}",
                          "--dtype=bfloat16", "--mesh=fsdp=-1"], cwd=ROOT, capture_output=True, text=True,
                         timeout=120)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "params=" in proc.stdout
   restored = checkpoint.load(out)
   assert restored.config.param_dtype == "bfloat16"
+  assert open(os.path.join(out, "tokenizer.json")).read() == '{"stand-in": true}'
+  assert os.path.exists(os.path.join(out, "hf_config.json"))
   assert restored.blocks[0].attn.q_kernel[...].dtype == jnp.bfloat16
