@@ -309,7 +309,9 @@ def sample_arrays(model: Olmo3, input_ids, attention_mask, hashes, params: Sampl
   """
   params.validate()
   stop_ids = tuple(sorted(set(params.stop_token_ids) | ({int(eos_id)} if eos_id is not None else set())))
-  st = DecodeSpec(params.num_samples, params.max_new_tokens, stop_ids, params.stop_sequences,
+  # A stop sequence longer than the budget can never complete: it is dropped, not compiled.
+  stop_seqs = tuple(q for q in params.stop_sequences if len(q) <= params.max_new_tokens)
+  st = DecodeSpec(params.num_samples, params.max_new_tokens, stop_ids, stop_seqs,
                   params.greedy, params.top_p < 1.0, int(pad_id), mesh)
   graphdef, state = graphdef_state or nnx.split(model)
   ids = np.asarray(input_ids, np.int32)

@@ -167,14 +167,18 @@ def read_labels(paths: str | os.PathLike | Sequence[str]) -> list[dict]:
   return out
 
 
-def _write_provenance(path: str, s: Setup) -> None:
-  """Writes (or checks and extends) the sidecar; a resumed run must not change RESULT_KEYS."""
+def _write_provenance(path: str, s: Setup, has_records: bool) -> None:
+  """Writes (or checks and extends) the sidecar; a resumed run must not change RESULT_KEYS.
+
+  A sidecar beside a labels file with no records (a run that failed before its first batch)
+  describes nothing and is replaced, so a corrected rerun is not refused.
+  """
   c = s.config
   result = {k: (s.checkpoint if k == "checkpoint" else c[k]) for k in RESULT_KEYS}
   prov = {"result_settings": result, "tokenizer_hash": tokenizer_lib.tokenizer_hash(s.tokenizer),
           "tokenizer": repr(s.tokenizer), "code_version": code_version(), "checkpoint": s.checkpoint,
           "checkpoint_step": s.checkpoint_step, "tasks": {}, "config": json.loads(c.to_json())}
-  if os.path.exists(path):
+  if os.path.exists(path) and has_records:
     with open(path) as f:
       old = json.load(f)
     for key in ("result_settings", "tokenizer_hash"):
@@ -244,7 +248,7 @@ def run(config, *, log: Callable[[str], None] = print) -> dict:
   stem = os.path.join(config.out_dir, re.sub(r"[^\w.+-]", "_", s.checkpoint))
   out_path, prov_path = stem + ".jsonl", stem + ".provenance.json"
   finished = read_finished(out_path)
-  _write_provenance(prov_path, s)
+  _write_provenance(prov_path, s, has_records=bool(finished))
   plan = []
   for task in s.tasks:
     qs = list(task.questions(config.limit))

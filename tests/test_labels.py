@@ -129,3 +129,14 @@ def test_stop_tokens_cover_single_token_stops():
   tok = CharTokenizer("ab\n")
   ids, seqs = labels.stop_tokens(tok, ("\n\n", "b"))
   assert ids == (tok.eos_id, tok.encode("b")[0]) and seqs == (tuple(tok.encode("\n\n")),)
+
+
+def test_failed_run_does_not_block_a_corrected_rerun(ckpt, tmp_path):
+  """A sidecar whose labels file holds no record (a run that failed before its first batch) is
+  replaced; once records exist, changed result settings are refused."""
+  prov = str(tmp_path / "step_000010.provenance.json")
+  labels._write_provenance(prov, labels.setup(_config(ckpt, tmp_path, seed=0)), has_records=False)
+  labels._write_provenance(prov, labels.setup(_config(ckpt, tmp_path, seed=1)), has_records=False)
+  assert json.load(open(prov))["result_settings"]["seed"] == 1
+  with pytest.raises(labels.LabelError, match="seed"):
+    labels._write_provenance(prov, labels.setup(_config(ckpt, tmp_path, seed=2)), has_records=True)

@@ -117,6 +117,16 @@ def test_stop_tokens_and_sequences_end_rows(hf_pair):
   assert len(got[0][0]) <= 6
 
 
+def test_stop_sequence_longer_than_the_budget(hf_pair):
+  """A stop sequence that cannot fit in max_new_tokens is ignored, not a crash inside the jit."""
+  _, model, _ = hf_pair
+  prompts, ids = _prompts([7, 15], seed=3), ["s0", "s1"]
+  free = sampling.generate(model, prompts, ids, sampling.SamplingParams(max_new_tokens=4), pad_id=PAD)
+  got = sampling.generate(model, prompts, ids, sampling.SamplingParams(
+      max_new_tokens=4, stop_sequences=((2, 3, 4, 5, 6, 7),)), pad_id=PAD)
+  assert got == free
+
+
 def test_sharded_matches_single_device(hf_pair):
   if jax.device_count() < 8:
     pytest.skip("needs 8 (fake) devices")
