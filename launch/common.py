@@ -7,15 +7,48 @@ import os
 import sys
 import time
 
-from absl import logging
+from absl import flags, logging
+
+COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-process runs: HOST:PORT of process 0 "
+                                  "(else $JAX_COORDINATOR_ADDRESS).")
+NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process runs: how many processes "
+                                     "(else $JAX_NUM_PROCESSES).")
+PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index "
+                                  "(else $JAX_PROCESS_ID).")
+# Environments where a bare `jax.distributed.initialize()` finds its peers by itself.
+_AUTO_DETECTED = ("SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS")
+
+
+def distributed_settings(env=os.environ) -> dict | None:
+  """The arguments of `jax.distributed.initialize` from the flags, else the JAX_* variables:
+  {} for a bare call (a cluster that auto-detects), None for a single process."""
+  address = COORDINATOR.value if COORDINATOR.present else env.get("JAX_COORDINATOR_ADDRESS")
+  count = NUM_PROCESSES.value if NUM_PROCESSES.present else env.get("JAX_NUM_PROCESSES")
+  index = PROCESS_ID.value if PROCESS_ID.present else env.get("JAX_PROCESS_ID")
+  given = {"coordinator_address": address, "num_processes": count, "process_id": index}
+  if any(v is not None for v in given.values()):
+    missing = [k for k, v in given.items() if v is None]
+    if missing and any(k != "coordinator_address" for k in missing):
+      raise ValueError(f"multi-process run: also set {', '.join('--' + k for k in missing)} (or the "
+                       "JAX_* variables): all processes need the coordinator, the count and their index")
+    return {k: (int(v) if k != "coordinator_address" else v) for k, v in given.items() if v is not None}
+  if any(k in env for k in _AUTO_DETECTED) or env.get("COORDINATOR_ADDRESS"):
+    return {}
+  return None
 
 
 def init_runtime() -> None:
-  """Every launch script first: `jax.distributed.initialize()` when a coordinator is configured,
-  the embedded testbed's task names registered, one log line of the devices."""
+  """Every launch script first, before any other JAX call: `jax.distributed.initialize()` for
+  multi-process runs (flags, JAX_* variables, or a cluster that auto-detects), the embedded
+  testbed's task names registered, one log line of the processes and devices."""
   import jax
-  if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("COORDINATOR_ADDRESS"):
-    jax.distributed.initialize()
+  try:
+    settings = distributed_settings()
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  if settings is not None:
+    jax.distributed.initialize(**settings)
   with_testbed()
   logging.info("process %d/%d, %d local / %d global devices (%s)", jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
