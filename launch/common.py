@@ -55,11 +55,14 @@ def init_runtime() -> None:
 
 
 def config_of(config_flag):
-  """The value of a `config_flags` flag, or one clear line and exit 1 when --config is missing."""
+  """The value of a `config_flags` flag (logged, so a run's log shows the config that ran), or
+  one clear line and exit 1 when --config is missing."""
   if config_flag.value is None:
     print("error: pass --config=<config file>[:<variant>] (e.g. configs/probes/linear.py:testbed)",
           file=sys.stderr)
     sys.exit(1)
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  logging.info("config %s:\n%s", config_flags.get_config_filename(flags.FLAGS[config_flag.name]), config_flag.value)
   return config_flag.value
 
 

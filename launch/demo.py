@@ -51,7 +51,7 @@ def main(argv):
   common.quiet_orbax_logs()
   from probing.demo import pipeline, report
   with common.user_errors(ValueError, FileNotFoundError, KeyError, RuntimeError):
-    summary = pipeline.run(CONFIG.value, WORKDIR.value, log=logging.info)
+    summary = pipeline.run(common.config_of(CONFIG), WORKDIR.value, log=logging.info)
   print("\n" + report.headline(summary))
   print("\nstage times: " + ", ".join(f"{k} {v:.0f}s" for k, v in summary["stage_seconds"].items()))
   print(f"total {summary['total_seconds']:.0f}s; report: {WORKDIR.value}/report.md")

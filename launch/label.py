@@ -26,7 +26,7 @@ def main(argv):
   from probing import labels
   common.quiet_orbax_logs()
   with common.user_errors():
-    summary = labels.run(CONFIG.value, log=logging.info)
+    summary = labels.run(common.config_of(CONFIG), log=logging.info)
   logging.info("labels done: %d new records (%d in all) in %.1fs", summary["new_records"], summary["records"],
                summary["seconds"])
   print(f"labels={summary['out']} provenance={summary['provenance']}")

@@ -27,7 +27,7 @@ def main(argv):
   from probing.testbed import pretrain
   common.quiet_orbax_logs()
   with common.user_errors():
-    summary = pretrain.train(CONFIG.value, WORKDIR.value)
+    summary = pretrain.train(common.config_of(CONFIG), WORKDIR.value)
   logging.info("pretrain done: %d checkpoints in %.0fs (resumed from step %d)", len(summary["checkpoints"]),
                summary["seconds"], summary["start_step"])
   for step, path in zip(summary["steps"], summary["checkpoints"]):
