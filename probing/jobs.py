@@ -51,7 +51,8 @@ def extract(c, *, on_progress: Callable[[str, int, int], None] | None = None) ->
     out.append(features.extract(
         ck.model, ck.tokenizer, list(task.questions(c.data.limit)), spec, mesh=mesh, checkpoint=ck.name,
         checkpoint_step=ck.step, task=name, prompt_format_hash=task.format_hash(),
-        out_dir=features.store_dir(c.data.features, ck.name, name), on_batch=progress))
+        out_dir=features.store_dir(c.data.features, ck.name, name), overwrite=c.data.overwrite,
+        on_batch=progress))
   return out
 
 

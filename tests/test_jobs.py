@@ -65,6 +65,11 @@ def test_extract_train_predict(run):
   c.data.tasks = "syn_mul"  # not trained on: refused before the checkpoint is read
   with pytest.raises(ValueError, match=r"not trained on task\(s\) \['syn_mul'\]"):
     jobs.predict(c)
+  again = _config(run, checkpoint=str(run / "ckpts" / "step_000010"), limit=10)  # another extraction
+  with pytest.raises(ValueError, match=r"--config.data.overwrite=True"):
+    jobs.extract(again)
+  again.data.overwrite = True
+  assert [len(fs) for fs in jobs.extract(again)] == [10, 10]
 
 
 def test_bad_config_fails_in_one_line(run):

@@ -7,7 +7,8 @@ import pytest
 
 from probe_fixtures import D, LAYERS, family_config, synthetic
 
-from probing.probes import ProbeError, ProbeSpec, TrainedProbe, build_data, build_probe, load_probe, make_split, train_probe
+from probing.probes import (ProbeError, ProbeSpec, TrainedProbe, build_data, build_probe, load_probe, make_split,
+                            train_probe)
 from probing.probes.data import fit_standardizer
 
 

@@ -102,6 +102,7 @@ def base_config(family: str, arg: str | None) -> ml_collections.ConfigDict:
   c.data.tokenizer = config_dict.placeholder(str)  # '' = the checkpoint's; char[:abc], shipped:<name>, a path
   c.data.mesh = "data=-1"
   c.data.model_dtype = p["model_dtype"]
+  c.data.overwrite = False  # extract: replace a store that holds a different extraction
 
   # Outputs.
   c.probe = config_dict.placeholder(str)  # a trained probe dir (predict reads it)

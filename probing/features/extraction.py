@@ -216,8 +216,8 @@ def _finished(out_dir: str, fingerprint: str, overwrite: bool) -> bool:
     old = json.load(f).get("fingerprint")
   if old == fingerprint:
     return True
-  raise FeatureError(f"{out_dir}: holds a different extraction (fingerprint {old} != "
-                     f"{fingerprint}); pass overwrite=True or use another directory")
+  raise FeatureError(f"{out_dir}: holds a different extraction (fingerprint {old} != {fingerprint}); "
+                     "pass overwrite=True (--config.data.overwrite=True) or use another directory")
 
 
 def _shard_path(shard_dir: str, pi: int, g: int) -> str:
@@ -238,8 +238,8 @@ def _resume(out_dir: str | None, plan: _Plan, pi: int, overwrite: bool) -> tuple
       with open(spec_file) as f:
         old = json.load(f).get("fingerprint")
       if old != fingerprint:
-        raise FeatureError(f"{shard_dir}: partial shards of a different extraction (fingerprint "
-                           f"{old} != {fingerprint}); delete them or pass overwrite=True")
+        raise FeatureError(f"{shard_dir}: partial shards of a different extraction (fingerprint {old} != "
+                           f"{fingerprint}); delete them or pass overwrite=True (--config.data.overwrite=True)")
     elif pi == 0:
       io.write_json(spec_file, {"fingerprint": fingerprint})
   done = np.array([shard_dir is not None and os.path.exists(_shard_path(shard_dir, pi, g))
