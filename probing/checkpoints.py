@@ -92,6 +92,8 @@ def open_checkpoint(path: str | os.PathLike, *, mesh=None, dtype=None, tokenizer
   checkpoint's own). With `require_step`, a checkpoint whose step cannot be told raises
   (pass `step`: OLMo3's stage counters restart, so directory names are not always monotone).
   """
+  if not os.fspath(path):
+    raise CheckpointError("no checkpoint given (a HF directory or an orbax checkpoint of ours)")
   path = os.path.abspath(os.fspath(path))
   meta = metadata_of(path)
   ck_name, ck_step = checkpoint_id(path, name=name, step=step, meta=meta)
