@@ -86,3 +86,14 @@ def test_predict_model_is_extract_then_predict():
     assert list(pred.task_accuracy()) == [f"ck9/{t}" for t in sorted(names)]
     with pytest.raises(ProbeError, match=r"not trained on"):
       probe.predict_model(model, tok, {"gsm8k": []})
+
+
+def test_cards_of_earlier_versions_still_load(data, tmp_path):
+  """Cards written before `train` was its own section kept the training fields in `config`."""
+  probe = train_probe(data, make_split(data), *family_config("linear"))
+  probe.save(str(tmp_path / "probe"))
+  card_file = tmp_path / "probe" / "probe_card.json"
+  card = json.loads(card_file.read_text())
+  card["config"].update(card.pop("train"))
+  card_file.write_text(json.dumps(card))
+  np.testing.assert_allclose(load_probe(str(tmp_path / "probe")).predict(data), probe.predict(data), rtol=1e-6)

@@ -229,4 +229,7 @@ def load_probe(path: str | os.PathLike) -> TrainedProbe:
   tree = ocp.StandardCheckpointer().restore(os.path.join(path, "params"), target)
   heads = {n: set_flat_params(h, tree["heads"][n]) for n, h in heads.items()}
   stats = {k: np.asarray(v) for k, v in tree["stats"].items()}
-  return TrainedProbe(ProbeConfig(**card["config"]), spec, heads, stats, list(card["tasks"]), card)
+  config = dict(card["config"])
+  if "train" not in card:  # cards written before the train section existed mixed both in "config"
+    config = {f.name: config[f.name] for f in dataclasses.fields(ProbeConfig) if f.name in config}
+  return TrainedProbe(ProbeConfig(**config), spec, heads, stats, list(card["tasks"]), card)
