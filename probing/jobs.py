@@ -93,9 +93,7 @@ def predict(c, *, timing_repeats: int = 1) -> dict:
   probe = load_probe(c.probe)
   times["load_probe"] = time.perf_counter() - t
   task_list = [tasks.get(n) for n in tasks.expand(c.data.tasks)]
-  unknown = sorted({tk.name for tk in task_list} - set(probe.tasks))
-  if unknown:  # before the model is read
-    raise ValueError(f"probe {c.probe} was not trained on task(s) {unknown} (it knows {probe.tasks})")
+  probe.check_tasks([tk.name for tk in task_list], name=c.probe)  # before the model is read
   t = time.perf_counter()
   mesh = sharding_lib.make_mesh(c.data.mesh)
   ck = open_data_checkpoint(c.data, mesh)

@@ -6,7 +6,7 @@ greedy one) with `models.sampling`, decode, cut at the task's stop strings, scor
 `<out_dir>/<checkpoint>.jsonl`; provenance goes to the sidecar `<checkpoint>.provenance.json`.
 
 The label file (`<checkpoint>.jsonl`) has one reader, `read_label_file`, behind `read_finished`
-(resuming), `read_labels` (training) and `load_records`.
+(resuming) and `read_labels` (training).
 
 Resumable because every sample's random stream depends only on (seed, task/question id, sample
 index), batches are cut from the full ordered question list (a rerun recomputes a partly written
@@ -144,11 +144,6 @@ def read_finished(path: str) -> dict[tuple[str, str, str], dict]:
   if not os.path.exists(path):
     return {}
   return {(r["checkpoint"], r["task"], r["question_id"]): r for r in read_label_file(path, repair=True)}
-
-
-def load_records(path: str | os.PathLike) -> list[dict]:
-  """All records of a labels file (a torn last line is ignored, not repaired)."""
-  return read_label_file(path)
 
 
 def read_labels(paths: str | os.PathLike | Sequence[str]) -> list[dict]:
@@ -291,5 +286,5 @@ def label_questions(s: Setup, task, questions: Sequence) -> list[dict]:
           for r in _label_batch(s, task, list(questions[i:i + bs]), graph_state, max_new, stops)]
 
 
-__all__ = ["LabelError", "RESULT_KEYS", "Setup", "label_questions", "load_records", "read_finished",
+__all__ = ["LabelError", "RESULT_KEYS", "Setup", "label_questions", "read_finished",
            "read_label_file", "read_labels", "run", "setup", "stop_tokens"]

@@ -38,9 +38,7 @@ class ProbeMonitor:
     if not probes:
       raise ValueError("monitor needs at least one trained probe")
     for name, probe in probes.items():
-      unknown = sorted(set(questions) - set(probe.tasks))
-      if unknown:
-        raise ValueError(f"monitor probe {name!r} was not trained on task(s) {unknown}")
+      probe.check_tasks(questions, name=name)
     self.probes = dict(probes)
     self.questions = {t: list(qs) for t, qs in questions.items()}
     self.tokenizer, self.spec, self.every, self.mesh, self.log = tokenizer, spec, every, mesh, log

@@ -176,8 +176,8 @@ def from_spec(spec: str | None, checkpoint_path: str = "", metadata: dict | None
       from probing.tasks.olmo_eval import shipped_tokenizer_path  # pylint: disable=import-outside-toplevel
       return HFTokenizer(shipped_tokenizer_path(spec[len("shipped:"):]))
     if spec == "char":
-      raise TokenizerError("tokenizer 'char' is the embedded testbed's alphabet: import probing.testbed "
-                           "first, or give 'char:<alphabet>'")
+      raise TokenizerError("tokenizer 'char' is the embedded testbed's alphabet, registered when "
+                           "probing.testbed is loaded; or give 'char:<alphabet>'")
     return HFTokenizer(spec)
   except TokenizerError:
     raise

@@ -50,7 +50,7 @@ def _without_timings(records):
 
 def test_killed_run_resumes_to_the_uninterrupted_result(ckpt, tmp_path):
   full = labels.run(_config(ckpt, tmp_path / "full"), log=lambda _: None)
-  want = labels.load_records(full["out"])
+  want = labels.read_label_file(full["out"])
   assert len(want) == 24 and {r["k"] for r in want} == {4}
   assert all(r["pass1"] == r["c"] / 4 and r["greedy"] in (0, 1) and r["checkpoint_step"] == 10 for r in want)
 
@@ -73,7 +73,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(ckpt, tmp_path):
 
   resumed = labels.run(cfg, log=lambda _: None)
   assert resumed["new_records"] == 24 - partial
-  got = labels.load_records(resumed["out"])
+  got = labels.read_label_file(resumed["out"])
   assert _without_timings(got) == _without_timings(want)
   again = labels.run(cfg, log=lambda _: None)  # nothing left to do
   assert again["new_records"] == 0

@@ -33,6 +33,7 @@ from probing.demo import report as demo_report
 from probing.monitor import ProbeMonitor
 from probing.probes import Split, build_data, configs_from, load_probe, train_probe
 from probing.probes.data import question_roles, train_checkpoint_count
+from probing.probes.trained import CARD
 from probing.testbed import ALPHABET, pretrain, skills
 
 
@@ -169,7 +170,7 @@ class Demo:
     files = sorted(os.path.join(self.labels_dir, n) for n in os.listdir(self.labels_dir) if n.endswith(".jsonl"))
     key = tuple((f, os.stat(f).st_mtime_ns, os.stat(f).st_size) for f in files)
     if getattr(self, "_labels_key", None) != key:
-      self._labels = [r for f in files for r in labels_lib.load_records(f)]
+      self._labels = [r for f in files for r in labels_lib.read_label_file(f)]
       self._labels_key = key
     return list(self._labels)
 
@@ -225,7 +226,7 @@ class Demo:
     upto = self.train_steps[-1]
     for family in self.families:
       path = os.path.join(self.probes_dir, family)
-      if os.path.exists(os.path.join(path, "probe_card.json")):
+      if os.path.exists(os.path.join(path, CARD)):
         trained[family] = load_probe(path)
         continue
       data, head, train_cfg = self.data(self.train_steps, family)
@@ -244,9 +245,11 @@ class Demo:
     m = self.cfg.monitor
     if not m.enabled or m.family not in probes:
       return None
-    questions = {t: [q for q in self.questions(t)
-                     if question_roles([t], [q.id], self.cfg.test_frac, self.cfg.val_frac)[0] == "test"]
-                 for t in self.task_names}
+    questions = {}
+    for t in self.task_names:
+      qs = self.questions(t)
+      roles = question_roles([t] * len(qs), [q.id for q in qs], self.cfg.test_frac, self.cfg.val_frac)
+      questions[t] = [q for q, role in zip(qs, roles) if role == "test"]
     out = os.path.join(self.workdir, "monitor.jsonl")
     if os.path.exists(out):
       os.remove(out)

@@ -36,7 +36,7 @@ class ProbeConfig(heads_lib.FamilyInputs):
       raise ValueError(f"family {self.family!r} unknown; expected one of {heads_lib.FAMILIES}")
     if self.center not in CENTERINGS:
       raise ValueError(f"center {self.center!r}: expected one of {CENTERINGS}")
-    if self.center != "none" and self.encoder not in ("linear", "mlp"):
+    if self.center != "none" and not self.uses_x:
       raise ValueError(f"center={self.center!r} centers pooled features; the {self.encoder} "
                        "encoder reads token states")
 

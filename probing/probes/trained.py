@@ -123,6 +123,13 @@ class TrainedProbe:
     fields = {f.name for f in dataclasses.fields(features_lib.ExtractSpec)}
     return features_lib.ExtractSpec(**{k: v for k, v in trained.items() if k in fields} | want | overrides)
 
+  def check_tasks(self, tasks, name: str | None = None) -> None:
+    """Raises ProbeError naming the tasks this probe was not trained on (before any model work)."""
+    unknown = sorted(set(tasks) - set(self.tasks))
+    if unknown:
+      raise ProbeError(f"probe {name or self.card.get('family')!r} was not trained on task(s) {unknown} "
+                       f"(it knows {self.tasks})")
+
   def build_data(self, feature_sets: Sequence, labels=None) -> ProbeData:
     """Rows of the given feature sets (joined with labels if given) holding what the heads read."""
     return build_data(feature_sets, labels, layers=self.layers, pooling=self.pooling,
@@ -144,9 +151,7 @@ class TrainedProbe:
     if trained_tok and got_tok and got_tok != trained_tok:
       raise ProbeError(f"{where}: tokenizer {sorted(map(str, got_tok))} differs from the "
                        f"one the probe was trained with {sorted(map(str, trained_tok))}")
-    unknown = sorted(set(data.task) - set(self.tasks))
-    if unknown:
-      raise ProbeError(f"tasks {unknown} were not trained on (probe knows {self.tasks})")
+    self.check_tasks(data.task)
     if self.config.center == "checkpoint_task":
       data = center_cells(data, center_rows)
     out = standardize(data.inputs, self.stats)
@@ -182,9 +187,7 @@ class TrainedProbe:
     extraction (`features.extract_tasks`). With `labels` (records of this checkpoint) the
     rows carry them, for metrics. `spec` replaces `extract_spec(**spec_overrides)`.
     """
-    unknown = sorted(set(questions) - set(self.tasks))
-    if unknown:
-      raise ProbeError(f"tasks {unknown} were not trained on (probe knows {self.tasks})")
+    self.check_tasks(questions)
     spec = spec or self.extract_spec(**spec_overrides)
     t0 = time.perf_counter()
     sets = features_lib.extract_tasks(model, tokenizer, questions, spec, mesh=mesh, checkpoint=checkpoint,

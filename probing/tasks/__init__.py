@@ -2,8 +2,8 @@
 `expand('gsm8k,minerva_*')` turns a task setting into names.
 
 The real tasks (`real`, `code`) register factories lazily, so importing the registry reads no
-data files. Other packages register their own tasks when imported (the embedded testbed's
-`syn_*` skills come with `import probing.testbed`); the registry names none of them.
+data files. Other packages register their own tasks when they are loaded (the embedded
+testbed, `probing.testbed`, registers its `syn_*` skills); the registry names none of them.
 """
 from __future__ import annotations
 
