@@ -25,6 +25,7 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist", "torch==2.13.0", "transformers>=5.13", "ppi-python"],
+        # lm-eval: its real runs and its output schema are the importer's and exporter's reference.
+        "test": ["pytest", "pytest-xdist", "torch==2.13.0", "transformers>=5.13", "ppi-python", "lm-eval[hf]>=0.4.8"],
     },
 )

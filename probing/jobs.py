@@ -12,7 +12,7 @@ from typing import Callable
 
 from models import io
 from models import sharding as sharding_lib
-from probing import checkpoints, features, tasks
+from probing import cards, checkpoints, features, interop, tasks
 from probing import labels as labels_lib
 from probing.eval import evaluate
 from probing.probes import build_data, configs_from, load_probe, make_split, train_and_evaluate
@@ -84,7 +84,10 @@ def predict(c, *, timing_repeats: int = 1) -> dict:
   """Predicted pass@1 of `data.tasks`' questions at `data.checkpoint` with the probe at `probe`.
 
   Writes `<out>/predictions.jsonl` and `<out>/summary.json` (task accuracy with intervals, the
-  wall time of each stage; with `data.labels`, the measured accuracy and AUROC beside them).
+  wall time of each stage; with `data.labels`, the measured accuracy and AUROC beside them), and
+  with `lm_eval_dir` the same predictions as an lm-eval run (`probing.interop.write_lm_eval`).
+  Tasks and prompt formats the probe's card does not know are refused before the model is read;
+  a checkpoint step outside the card's validity window is warned about (and in the summary).
   `timing_repeats` >= 2 adds warm timings (the first run compiles).
   """
   require(c, "probe", "data.checkpoint", "data.tasks", "out")
@@ -93,7 +96,8 @@ def predict(c, *, timing_repeats: int = 1) -> dict:
   probe = load_probe(c.probe)
   times["load_probe"] = time.perf_counter() - t
   task_list = [tasks.get(n) for n in tasks.expand(c.data.tasks)]
-  probe.check_tasks([tk.name for tk in task_list], name=c.probe)  # before the model is read
+  formats = {tk.name: tk.format_hash() for tk in task_list}
+  probe.check_tasks(formats, name=c.probe, formats=formats)  # before the model is read
   t = time.perf_counter()
   mesh = sharding_lib.make_mesh(c.data.mesh)
   ck = open_data_checkpoint(c.data, mesh)
@@ -109,14 +113,20 @@ def predict(c, *, timing_repeats: int = 1) -> dict:
     suffix = "" if rep == 0 else "_warm"
     pred = probe.predict_model(ck.model, ck.tokenizer, questions, mesh=mesh, spec=spec, checkpoint=ck.name,
                                checkpoint_step=ck.step, labels=labels,
-                               prompt_format_hashes={tk.name: tk.format_hash() for tk in task_list})
+                               prompt_format_hashes=formats)
     times["extract" + suffix], times["predict" + suffix] = pred.seconds["extract"], pred.seconds["predict"]
   summary = {"checkpoint": ck.name, "checkpoint_step": ck.step, "probe": c.probe,
              "family": probe.card["family"], "seconds": times, "task_accuracy": pred.task_accuracy(),
-             "n_questions": {name: len(qs) for name, qs in questions.items()}}
+             "n_questions": {name: len(qs) for name, qs in questions.items()},
+             "validity_warning": cards.step_warning(probe.card, ck.step, c.probe)}
   if labels is not None:
     summary["metrics"] = evaluate(pred.data, pred.p)
   os.makedirs(c.out, exist_ok=True)
+  if c.get("lm_eval_dir"):
+    summary["lm_eval"] = interop.write_lm_eval(
+        c.lm_eval_dir, pred.data, pred.p, questions, checkpoint=ck.name, checkpoint_step=ck.step, probe=c.probe,
+        card=probe.card, formats=formats, limit=c.data.limit, seconds=times["extract"] + times["predict"],
+        total_questions={tk.name: sum(1 for _ in tk.questions()) for tk in task_list})
   io.write_jsonl(os.path.join(c.out, "predictions.jsonl"), pred.records())
   io.write_json(os.path.join(c.out, "summary.json"), summary, default=float)
   return summary

@@ -15,6 +15,7 @@ across calls, so the cost per call is one prefill over the monitored questions p
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Callable, Mapping, Sequence
 
 import jax
@@ -22,7 +23,10 @@ import numpy as np
 from flax import nnx
 
 from models import io
+from probing import cards
 from probing import features as features_lib
+from probing.probes.trained import ProbeWindowWarning
+from probing import tasks as task_registry
 
 
 class ProbeMonitor:
@@ -30,21 +34,25 @@ class ProbeMonitor:
 
   def __init__(self, probes: Mapping[str, "object"], questions: Mapping[str, Sequence], tokenizer,
                spec: features_lib.ExtractSpec | None = None, *, every: int, mesh=None,
-               log: Callable[[str], None] = print, out_path: str | None = None):
+               log: Callable[[str], None] = print, out_path: str | None = None,
+               prompt_format_hashes: Mapping[str, str] | None = None):
     """`probes`: name -> TrainedProbe; `questions`: task -> questions; `spec` replaces each probe's
-    own `extract_spec()` (e.g. another batch size)."""
+    own `extract_spec()` (e.g. another batch size); `prompt_format_hashes` (task -> hash; default:
+    the registered tasks' own) must match each probe's card."""
     if every < 1:
       raise ValueError(f"monitor every={every}: must be >= 1")
     if not probes:
       raise ValueError("monitor needs at least one trained probe")
+    self.formats = dict(prompt_format_hashes) if prompt_format_hashes is not None else _registry_formats(questions)
     for name, probe in probes.items():
-      probe.check_tasks(questions, name=name)
+      probe.check_tasks(questions, name=name, formats=self.formats)
     self.probes = dict(probes)
     self.questions = {t: list(qs) for t, qs in questions.items()}
     self.tokenizer, self.spec, self.every, self.mesh, self.log = tokenizer, spec, every, mesh, log
     self.out_path = out_path
     self.history: list[dict] = []
     self.call_seconds: list[float] = []
+    self._warned: set[str] = set()  # probes already warned about a step outside their validity window
 
   def predict(self, step: int, model) -> list[dict]:
     """Extracts features from `model` as it is now and applies every probe; returns records."""
@@ -54,13 +62,21 @@ class ProbeMonitor:
     t0 = time.perf_counter()
     records = []
     for name, probe in self.probes.items():
-      pred = probe.predict_model(model, self.tokenizer, self.questions, mesh=self.mesh, spec=self.spec,
-                                 checkpoint=f"live-{step}", checkpoint_step=int(step))
+      outside = cards.step_warning(probe.card, int(step), name)
+      if outside and name not in self._warned:  # once per probe, not at every call
+        self._warned.add(name)
+        self.log(f"warning: {outside}")
+        warnings.warn(outside, ProbeWindowWarning, stacklevel=2)
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ProbeWindowWarning)
+        pred = probe.predict_model(model, self.tokenizer, self.questions, mesh=self.mesh, spec=self.spec,
+                                   checkpoint=f"live-{step}", checkpoint_step=int(step),
+                                   prompt_format_hashes=self.formats)
       data, p = pred.data, pred.p
       for task in self.questions:
         rows = data.task == task
         records.append({"step": int(step), "probe": name, "task": task, "predicted": float(np.mean(p[rows])),
-                        "n_questions": int(rows.sum())})
+                        "n_questions": int(rows.sum()), "in_validity_window": outside is None})
     seconds = time.perf_counter() - t0
     for r in records:
       r["seconds"] = round(seconds, 4)
@@ -85,3 +101,13 @@ class ProbeMonitor:
     return {"first_call": s[0] if s else None, "median_warm": float(np.median(s[1:])) if len(s) > 1 else None,
             "calls": len(s)}
 
+
+def _registry_formats(task_names) -> dict[str, str]:
+  """Prompt-format hashes of the registered tasks among `task_names` (others are not checked)."""
+  out = {}
+  for t in task_names:
+    try:
+      out[t] = task_registry.get(t).format_hash()
+    except KeyError:
+      continue
+  return out

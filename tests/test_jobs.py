@@ -57,8 +57,13 @@ def test_extract_train_predict(run):
   c = _config(run, checkpoint=str(run / "ckpts" / "step_000040"))
   c.probe = str(run / "out" / "probe")
   c.out = str(run / "predict")
+  c.lm_eval_dir = str(run / "lm_eval")
   summary = jobs.predict(c)
   assert summary["checkpoint"] == "step_000040" and summary["checkpoint_step"] == 40
+  assert summary["validity_warning"] is None  # trained on steps 10..30: the card vouches up to 4 x 30
+  with open(summary["lm_eval"]["results"]) as f:  # the same predictions as an lm-eval run
+    lm_eval = json.load(f)["results"]
+  assert lm_eval["syn_add"]["acc,probe"] == pytest.approx(summary["task_accuracy"]["step_000040/syn_add"]["predicted"])
   assert summary["n_questions"] == {"syn_add": 20, "syn_sub": 20} and "metrics" in summary
   with open(run / "predict" / "predictions.jsonl") as f:
     assert len(f.readlines()) == 40

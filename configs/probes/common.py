@@ -61,6 +61,7 @@ def base_config(family: str, arg: str | None) -> ml_collections.ConfigDict:
   c.train.submodel_train = "all"  # submodel blocks: 'all' | 'norms' | 'none'
   c.train.block_lr_scale = 0.1  # submodel blocks' lr relative to the head's
   c.train.seed = 0  # head initialization and minibatch order
+  c.train.validity_factor = 4.0  # the card vouches for steps up to this x the last trained step
 
   # Splits (probing.probes.make_split).
   c.split = ml_collections.ConfigDict()
@@ -107,6 +108,7 @@ def base_config(family: str, arg: str | None) -> ml_collections.ConfigDict:
   # Outputs.
   c.probe = config_dict.placeholder(str)  # a trained probe dir (predict reads it)
   c.out = config_dict.placeholder(str)  # output dir (train_probes, predict)
+  c.lm_eval_dir = ""  # predict: also write lm-eval's results_<date>.json and samples files here ('' = off)
   return c
 
 

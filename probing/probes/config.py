@@ -61,8 +61,12 @@ class TrainConfig:
   submodel_train: str = "all"  # submodel blocks: 'all' | 'norms' | 'none' (frozen)
   block_lr_scale: float = 0.1  # submodel blocks' lr relative to the head's
   seed: int = 0  # head initialization and minibatch order
+  validity_factor: float = 4.0  # card: predictions vouched for up to this x the last trained step
 
   def __post_init__(self):
+    if self.validity_factor < 1:
+      raise ValueError(f"validity_factor {self.validity_factor}: must be >= 1 (the window ends at or after "
+                       "the last trained step)")
     if self.loss not in ("bce", "mse"):
       raise ValueError(f"loss {self.loss!r}: expected 'bce' or 'mse'")
     if self.schedule not in ("cosine", "constant"):

@@ -23,6 +23,8 @@ import numpy as np
 import optax
 from flax import nnx
 
+from probing import cards
+from probing.eval import metrics as metrics_lib
 from probing.eval.baselines import baselines, evaluate, to_records
 from probing.features import FeatureError, extraction_code_version
 from probing.probes import heads as heads_lib
@@ -203,9 +205,12 @@ def _card(data, split, cfg, train_cfg, spec, stats, tasks, logs, p_val) -> dict:
   tr, va = np.asarray(split.train, bool), np.asarray(split.val, bool)
   size = sum(v.size for v in stats.values())
   qs = lambda rows: {t: sorted(set(data.question_id[rows & (data.task == t)])) for t in tasks}  # noqa: E731
-  val = {"heads": logs}
+  val, ece = {"heads": logs}, {}
   if p_val is not None:
     val.update(evaluate(data.subset(va), p_val))
+    sub = data.subset(va)
+    ece = {t: metrics_lib.ece(p_val[sub.task == t], sub.c[sub.task == t], sub.k[sub.task == t]) for t in tasks
+           if (sub.task == t).any()}
   return {
       "family": cfg.family, "config": dataclasses.asdict(cfg), "train": dataclasses.asdict(train_cfg),
       "spec": spec.to_dict(), "extract": data.meta.get("extract"),
@@ -219,6 +224,7 @@ def _card(data, split, cfg, train_cfg, spec, stats, tasks, logs, p_val) -> dict:
                      "train_upto_step": split.train_upto_step, "n_train_rows": int(tr.sum()),
                      "n_val_rows": int(va.sum()), "train_questions": qs(tr), "val_questions": qs(va)},
       "validation": val, "features": data.meta.get("features"),
+      **cards.training_fields(data, tr, va, val, ece, tasks, train_cfg.validity_factor),
       "code_version": extraction_code_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 

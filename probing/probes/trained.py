@@ -13,6 +13,7 @@ import functools
 import json
 import os
 import time
+import warnings
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -21,13 +22,18 @@ import numpy as np
 from flax import nnx
 
 from models import io
+from probing import cards
 from probing import features as features_lib
 from probing.eval.baselines import cell_accuracy, to_records
 from probing.probes.config import ProbeConfig
 from probing.probes.data import ProbeData, build_data, center_cells, standardize
 from probing.probes.heads import Probe, ProbeError, ProbeSpec, build_probe, check_inputs, flat_params, set_flat_params
 
-CARD = "probe_card.json"
+CARD = cards.CARD
+
+
+class ProbeWindowWarning(UserWarning):
+  """A checkpoint step outside the card's validity window: the prediction is an extrapolation."""
 
 
 # ----------------------------------------------------------------------------- applying heads
@@ -123,12 +129,27 @@ class TrainedProbe:
     fields = {f.name for f in dataclasses.fields(features_lib.ExtractSpec)}
     return features_lib.ExtractSpec(**{k: v for k, v in trained.items() if k in fields} | want | overrides)
 
-  def check_tasks(self, tasks, name: str | None = None) -> None:
-    """Raises ProbeError naming the tasks this probe was not trained on (before any model work)."""
+  def check_tasks(self, tasks, name: str | None = None, formats: Mapping[str, str] | None = None) -> None:
+    """Raises ProbeError naming the tasks this probe was not trained on, or (with `formats`,
+    task -> prompt-format hash) a task whose prompt format differs from the card's; before any
+    model work."""
+    name = name or self.card.get("family")
     unknown = sorted(set(tasks) - set(self.tasks))
     if unknown:
-      raise ProbeError(f"probe {name or self.card.get('family')!r} was not trained on task(s) {unknown} "
-                       f"(it knows {self.tasks})")
+      raise ProbeError(f"probe {name!r} was not trained on task(s) {unknown} (it knows {self.tasks})")
+    changed = cards.format_mismatches(self.card, formats)
+    if changed:
+      raise ProbeError(f"probe {name!r} was trained on other prompt formats: " + "; ".join(
+          f"task {t} has prompt format {now}, the probe's card {was}" for t, (was, now) in sorted(changed.items()))
+          + " (retrain the probe, or predict with the prompts it was trained on)")
+
+  def check_step(self, step: int | None, name: str | None = None) -> str | None:
+    """Warns (ProbeWindowWarning) when `step` lies outside the card's validity window; returns
+    the warning or None."""
+    msg = cards.step_warning(self.card, step, name)
+    if msg:
+      warnings.warn(msg, ProbeWindowWarning, stacklevel=3)
+    return msg
 
   def build_data(self, feature_sets: Sequence, labels=None) -> ProbeData:
     """Rows of the given feature sets (joined with labels if given) holding what the heads read."""
@@ -183,11 +204,13 @@ class TrainedProbe:
                     spec: features_lib.ExtractSpec | None = None, **spec_overrides) -> Prediction:
     """Predicted pass@1 of `questions` ({task: questions}) from one prefill pass of `model`.
 
-    Checks the tasks before any model work; every task's questions run in one length-sorted
-    extraction (`features.extract_tasks`). With `labels` (records of this checkpoint) the
-    rows carry them, for metrics. `spec` replaces `extract_spec(**spec_overrides)`.
+    Checks the tasks and their prompt formats before any model work, and warns when
+    `checkpoint_step` lies outside the card's validity window; every task's questions run in one
+    length-sorted extraction (`features.extract_tasks`). With `labels` (records of this
+    checkpoint) the rows carry them, for metrics. `spec` replaces `extract_spec(**spec_overrides)`.
     """
-    self.check_tasks(questions)
+    self.check_tasks(questions, formats=prompt_format_hashes)
+    self.check_step(checkpoint_step)
     spec = spec or self.extract_spec(**spec_overrides)
     t0 = time.perf_counter()
     sets = features_lib.extract_tasks(model, tokenizer, questions, spec, mesh=mesh, checkpoint=checkpoint,
