@@ -20,6 +20,7 @@ from probing.labels import read_labels
 from probing.tasks.olmo_eval import olmo_eval_dir
 
 pytest.importorskip("lm_eval")
+pytest.importorskip("accelerate")  # lm-eval's hf model (the lm-eval[hf] extra)
 pytestmark = pytest.mark.slow
 
 NATIVE_IDS = (0, 1, 92)  # gold 18, 3, 4
