@@ -1,0 +1,110 @@
+"""Predicted pass@k at later checkpoints from each question's p, against the measured one.
+
+A probe gives p, the chance one sample is right; k samples independent given the question fail
+together with probability (1 - p)^k. Averaged over a task, a p that is right on average still
+overstates pass@k (Jensen): the true pass@1 of a question is spread around p (mostly 0 or 1
+where p says 0.3). The calibrated variant puts a Beta(p phi, (1 - p) phi) spread around each p,
+phi fitted by beta-binomial likelihood on the probe-training checkpoints' validation questions.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+from scipy.optimize import brentq
+from scipy.special import betaln, expit, logit
+
+from probing.demo.records import cell_key, join_cells, num
+from probing.eval import pass_at_k as pak
+
+__all__ = ["pass_at_k_summary", "fit_concentration", "spread_pass_at_k"]
+
+_EPS = 1e-6
+
+
+def spread_pass_at_k(p, k: int, concentration: float | None) -> np.ndarray:
+  """E[1 - (1 - pi)^k] with pi ~ Beta(p phi, (1 - p) phi) around each p (phi = concentration):
+  phi -> inf (or None) gives 1 - (1 - p)^k, phi -> 0 gives p (pi is 0 or 1)."""
+  p = np.asarray(p, np.float64)
+  if concentration is None:
+    return pak.pass_at_k_from_p(p, k)
+  q = np.clip(p, _EPS, 1 - _EPS)
+  a, b = q * concentration, (1 - q) * concentration
+  return -np.expm1(betaln(a, b + k) - betaln(a, b))
+
+
+def fit_concentration(p, c, k) -> float:
+  """phi maximizing the beta-binomial likelihood c ~ BetaBin(k, p phi, (1 - p) phi) (grid search)."""
+  q = np.clip(np.asarray(p, np.float64), _EPS, 1 - _EPS)[:, None]
+  c, k = np.asarray(c, np.float64)[:, None], np.asarray(k, np.float64)[:, None]
+  grid = np.exp(np.linspace(np.log(0.05), np.log(1e4), 241))[None, :]
+  a, b = q * grid, (1 - q) * grid
+  ll = (betaln(c + a, k - c + b) - betaln(a, b)).sum(0)
+  return float(grid[0, int(np.argmax(ll))])
+
+
+def _mean_matched(p: np.ndarray, target: float) -> np.ndarray | None:
+  """p shifted on the logit scale so its mean is `target` (None at 0 or 1: no shift reaches it)."""
+  if not 0.0 < target < 1.0:
+    return None
+  lp = logit(np.clip(p, _EPS, 1 - _EPS))
+  return expit(lp + brentq(lambda s: expit(lp + s).mean() - target, -40.0, 40.0))
+
+
+def _by_task(errors: dict[str, list]) -> tuple[float | None, dict[str, float]]:
+  per_task = {t: float(np.mean(v)) for t, v in sorted(errors.items()) if v}
+  return (num(np.mean(list(per_task.values()))) if per_task else None), per_task
+
+
+def pass_at_k_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping], *, family: str,
+                      ks: Sequence[int] = (1, 2, 4, 8)) -> dict:
+  """summary.json `pass_at_k`: `{str(k): {abs_error_mean, per_task, calibrated, mean_matched, per_cell}}`.
+
+  Held-out (split 'test') questions at later checkpoints (checkpoint_role 'later'): predicted
+  pass@k 1 - (1 - p)^k per question, averaged per (task, checkpoint) cell, against the mean
+  unbiased measured pass@k from (c, k samples) of the same questions. abs_error_mean: the mean
+  over tasks of each task's mean |error| over its cells (questions with fewer than k samples are
+  left out). `calibrated`: the same with the Beta spread (`spread_pass_at_k`), phi fitted on the
+  validation questions of the probe-training checkpoints only. `mean_matched` is a diagnostic,
+  not a predictor: each cell's p shifted (logit scale) to the cell's measured mean pass@1, so
+  what remains is the spread (Jensen) error alone, raw and calibrated.
+  """
+  predictions, labels = list(predictions), list(labels)
+  test = join_cells(predictions, labels, family, split="test", role="later")
+  try:
+    fit = join_cells(predictions, labels, family, split="val", role="train")
+    phi = fit_concentration(*(np.concatenate([v[f] for v in fit.values()]) for f in ("p", "c", "k")))
+  except ValueError:  # no validation rows at the training checkpoints: nothing to fit on
+    phi = None
+  out = {}
+  for k in (int(x) for x in ks):
+    errs: dict[str, dict[str, list]] = {m: {} for m in ("raw", "calibrated", "matched_raw", "matched_calibrated")}
+    per_cell = {}
+    for (task, step), cell in test.items():
+      ok = cell["k"] >= k
+      if not ok.any():
+        continue
+      p, c, kk = cell["p"][ok], cell["c"][ok], cell["k"][ok]
+      measured = float(np.mean(pak.unbiased_pass_at_k(c.astype(int), kk.astype(int), k)))
+      row = {"questions": int(ok.sum()), "measured": measured,
+             "predicted": float(np.mean(spread_pass_at_k(p, k, None))),
+             "calibrated": float(np.mean(spread_pass_at_k(p, k, phi)))}
+      q = _mean_matched(p, float(np.mean(c / kk)))
+      if q is not None:
+        row["matched_raw"] = float(np.mean(spread_pass_at_k(q, k, None)))
+        row["matched_calibrated"] = float(np.mean(spread_pass_at_k(q, k, phi)))
+      per_cell[cell_key(task, step)] = row
+      for m, key in (("raw", "predicted"), ("calibrated", "calibrated"), ("matched_raw", "matched_raw"),
+                     ("matched_calibrated", "matched_calibrated")):
+        if key in row:
+          errs[m].setdefault(task, []).append(abs(row[key] - measured))
+    (raw, raw_t), (cal, cal_t) = _by_task(errs["raw"]), _by_task(errs["calibrated"])
+    out[str(k)] = {"abs_error_mean": raw, "per_task": raw_t,
+                   "calibrated": {"abs_error_mean": cal, "per_task": cal_t, "concentration": phi,
+                                  "fitted_on": "validation questions of the probe-training checkpoints"
+                                  if phi is not None else "nothing (no validation rows): same as raw"},
+                   "mean_matched": {"abs_error_mean": _by_task(errs["matched_raw"])[0],
+                                    "abs_error_mean_calibrated": _by_task(errs["matched_calibrated"])[0],
+                                    "note": "diagnostic: p shifted to each cell's measured pass@1"},
+                   "per_cell": per_cell}
+  return out

@@ -1,0 +1,237 @@
+"""probing.demo.audit / pass_at_k / audit_figures and probing.eval.drift on synthetic records
+whose truth is known: audit coverage and PPI++ against the audit alone, pass@k against
+probing.eval.metrics.pass_at_k, the drift score on an injected regression and on no change."""
+import numpy as np
+import pytest
+
+from probing.demo import audit, audit_figures
+from probing.demo import pass_at_k as pak_demo
+from probing.eval import audit as audit_lib
+from probing.eval import drift, metrics
+from probing.features import FeatureSet
+
+
+def _sigmoid(x):
+  return 1.0 / (1.0 + np.exp(-x))
+
+
+def _records(*, tasks=("a", "b"), steps=(10, 20, 30, 40), later_from=30, N=300, k=8, bias=0.1, seed=0,
+             informative=True, calibrated=False):
+  """predictions.jsonl / labels.jsonl rows: latent ease z per question, true pass rate pi(z, step),
+  c ~ Bin(k, pi); the probe's p tracks pi (noisily, shifted by `bias` at later steps)."""
+  rng = np.random.default_rng(seed)
+  preds, labels = [], []
+  for t in tasks:
+    z = rng.normal(size=N)
+    for step in steps:
+      pi = _sigmoid(-1.0 + 0.02 * step + 1.5 * z)
+      c = rng.binomial(k, pi)
+      if calibrated:
+        p = pi
+      elif informative:
+        p = np.clip(_sigmoid(-1.0 + 0.02 * step + 1.5 * z + 0.5 * rng.normal(size=N))
+                    + (bias if step >= later_from else 0.0), 0, 1)
+      else:
+        p = rng.uniform(size=N)
+      for i in range(N):
+        qid = f"{t}-{i}"
+        split = "test" if i % 3 == 0 else ("val" if i % 3 == 1 else "train")
+        preds.append({"checkpoint": f"s{step}", "checkpoint_step": step, "task": t, "question_id": qid,
+                      "probe": "fam", "p": float(p[i]), "split": split,
+                      "checkpoint_role": "later" if step >= later_from else "train"})
+        labels.append({"checkpoint": f"s{step}", "checkpoint_step": step, "task": t, "question_id": qid,
+                       "k": k, "c": int(c[i]), "greedy": None, "difficulty": int(i % 5)})
+  return preds, labels
+
+
+# ----------------------------------------------------------------------------- audit
+
+
+def test_audit_covers_and_ppi_beats_the_audit_alone():
+  preds, labels = _records(bias=0.1)
+  s = audit.audit_summary(preds, labels, family="fam", later_steps=[30, 40], sizes=(32, 64), draws=150)
+  assert set(s["per_cell"]) == {"a@30", "a@40", "b@30", "b@40"}
+  for block in (s, s["by_size"]["32"], s["by_size"]["64"]):
+    assert 0.90 <= block["coverage"] <= 0.99, block
+    assert 0.90 <= block["coverage_audit_only"] <= 0.99, block
+    assert block["abs_error_mean"] <= block["abs_error_audit_only_mean"]
+    assert block["ess_gain_median"] > 1.1
+    assert block["ci_halfwidth_median"] < block["ci_halfwidth_audit_only_median"]
+  assert s["abs_error_probe_only_mean"] > 0.05  # the probe's bias; the audit removes it
+  assert s["abs_error_mean"] < 0.05
+  assert s["by_size"]["64"]["ci_halfwidth_median"] < s["by_size"]["32"]["ci_halfwidth_median"]
+  cell = s["per_cell"]["a@30"]
+  assert cell["n"] == 32 and cell["N"] == 300
+  assert cell["ppi"]["ci"][0] <= cell["ppi"]["estimate"] <= cell["ppi"]["ci"][1]
+  plan = s["planning"]
+  assert plan["target_halfwidth"] == 0.03
+  for t in ("a", "b"):
+    assert 2 <= plan["questions_needed_per_task_ppi"][t] <= plan["questions_needed_per_task_audit_only"][t] <= 300
+  assert s["capped"] == {}
+
+
+def test_audit_is_seeded_and_caps_n_at_the_population():
+  preds, labels = _records(tasks=("a",), N=20, steps=(10, 20, 30))
+  kw = dict(family="fam", later_steps=[30], sizes=(8, 32), default_size=8, draws=20)
+  s = audit.audit_summary(preds, labels, **kw)
+  assert s == audit.audit_summary(preds, labels, **kw)
+  assert s["capped"] == {"a@30": {"questions": 20, "sizes": [32]}}
+  census = s["by_size"]["32"]
+  assert census["coverage"] == 1.0 and census["abs_error_mean"] < 1e-12
+
+
+def test_jackknife_matches_brute_force_leave_one_out():
+  rng = np.random.default_rng(1)
+  p_all = rng.uniform(size=200)
+  idx = rng.choice(200, 30, replace=False)
+  y = np.clip(p_all[idx] + rng.normal(0, 0.2, 30), 0, 1)
+  thetas = []
+  for i in range(30):
+    keep = np.arange(30) != i
+    lam = audit_lib.ppi_plus_plus(p_all, y[keep], p_all[idx][keep], N=200).lam
+    thetas.append(lam * p_all.mean() + np.mean(y[keep] - lam * p_all[idx][keep]))
+  thetas = np.asarray(thetas)
+  brute = np.sqrt((1 - 30 / 200) * 29 / 30 * np.sum((thetas - thetas.mean()) ** 2))
+  assert audit._jackknife_se(p_all, y, p_all[idx]) == pytest.approx(brute, rel=1e-9)
+
+
+@pytest.mark.parametrize("kw", [{"stratify_by": "probe"}, {"stratify_by": "difficulty"}, {"k": 4}])
+def test_audit_variants_still_cover(kw):
+  preds, labels = _records(tasks=("a",), bias=0.1, seed=3)
+  s = audit.audit_summary(preds, labels, family="fam", later_steps=[30, 40], sizes=(48,), default_size=48,
+                          draws=100, **kw)
+  assert 0.88 <= s["coverage"] <= 0.99
+  assert s["abs_error_mean"] < s["abs_error_probe_only_mean"]
+
+
+def test_audit_rejects_unknown_strata_and_missing_family():
+  preds, labels = _records(tasks=("a",), N=30)
+  with pytest.raises(ValueError, match="stratify_by"):
+    audit.audit_summary(preds, labels, family="fam", later_steps=[30], draws=2, stratify_by="nope")
+  with pytest.raises(ValueError, match="no prediction records"):
+    audit.audit_summary(preds, labels, family="other", later_steps=[30], draws=2)
+
+
+# ----------------------------------------------------------------------------- pass@k
+
+
+def test_pass_at_k_matches_metrics_and_a_calibrated_probe():
+  preds, labels = _records(calibrated=True, N=600, seed=2)
+  out = audit.pass_at_k_summary(preds, labels, family="fam", ks=(1, 4, 8))
+  assert set(out) == {"1", "4", "8"}
+  cells = audit.join_cells(preds, labels, "fam", split="test", role="later")
+  for (task, step), cell in cells.items():
+    for k in (1, 4, 8):
+      row = out[str(k)]["per_cell"][f"{task}@{step}"]
+      measured = np.mean([metrics.pass_at_k(n, c, k) for n, c in zip(cell["k"], cell["c"])])
+      assert row["measured"] == pytest.approx(measured, abs=1e-12)
+      assert row["predicted"] == pytest.approx(np.mean(1 - (1 - cell["p"]) ** k), abs=1e-12)
+  # p is the true pass rate: 1 - (1 - p)^k is unbiased, so only sampling noise remains.
+  for k in ("1", "4", "8"):
+    assert out[k]["abs_error_mean"] < 0.03
+  assert out["1"]["calibrated"]["concentration"] > 30  # little spread around a perfect p
+  assert out["8"]["mean_matched"]["abs_error_mean"] < 0.03
+
+
+def test_pass_at_k_spread_calibration_undoes_jensen():
+  # The probe says p = the task's mean rate for every question; the truth is 0 or 1 per question.
+  rng = np.random.default_rng(0)
+  preds, labels = [], []
+  for step, role in ((10, "train"), (20, "later")):
+    solved = rng.uniform(size=800) < 0.3
+    for i in range(800):
+      preds.append({"checkpoint_step": step, "task": "a", "question_id": str(i), "probe": "f", "p": 0.3,
+                    "split": "val" if role == "train" else "test", "checkpoint_role": role})
+      labels.append({"checkpoint_step": step, "task": "a", "question_id": str(i), "k": 8,
+                     "c": 8 if solved[i] else 0})
+  out = pak_demo.pass_at_k_summary(preds, labels, family="f", ks=(8,))["8"]
+  assert out["abs_error_mean"] > 0.5  # 1 - 0.7^8 = 0.94 against a measured 0.3
+  assert out["calibrated"]["abs_error_mean"] < 0.05
+  assert pak_demo.spread_pass_at_k(np.array([0.3]), 8, 1e-3)[0] == pytest.approx(0.3, abs=1e-2)
+  assert pak_demo.spread_pass_at_k(np.array([0.3]), 8, 1e6)[0] == pytest.approx(1 - 0.7 ** 8, abs=1e-4)
+
+
+# ----------------------------------------------------------------------------- drift
+
+
+def _trajectory(rng, N=200, F=6, steps=6, back_at=None):
+  """Cells of one task: question offsets u_i, the cell mean walking +0.5 sd per step along a
+  direction, stepping back 1 sd from `back_at` on."""
+  u = rng.normal(size=(N, F))
+  d = np.zeros(F)
+  d[0] = 1.0
+  cells, pos = [], 0.0
+  for j in range(steps):
+    pos += -1.0 if back_at is not None and j >= back_at else 0.5
+    cells.append(u + pos * d + 0.1 * rng.normal(size=(N, F)))
+  return cells
+
+
+def test_shift_monitor_fires_on_a_step_back_and_not_on_progress_or_no_change():
+  rng = np.random.default_rng(0)
+  cells = _trajectory(rng, back_at=4)
+  mon = drift.ShiftMonitor.fit(cells[:3], paired=True)
+  assert mon.threshold > 0 and all(s < 0 for s in mon.train_scores)
+  assert not mon.check(cells[2], cells[3])["alarm"]  # still progressing
+  assert mon.check(cells[3], cells[4])["alarm"]  # the regression
+  same = cells[3] + 0.01 * rng.normal(size=cells[3].shape)
+  assert not mon.check(cells[3], same)["alarm"]
+  with pytest.raises(ValueError, match=">= 2"):
+    drift.ShiftMonitor.fit(cells[:1])
+
+
+def test_residual_test_and_domain_auroc():
+  rng = np.random.default_rng(0)
+  p = rng.uniform(0.2, 0.8, size=64)
+  y = np.clip(p + rng.normal(0, 0.1, 64), 0, 1)
+  assert drift.residual_test(y, p, N=400)[1] > 0.01
+  m, pv = drift.residual_test(np.clip(y - 0.2, 0, 1), p, N=400)
+  assert m < -0.1 and pv < 1e-4
+  a = rng.normal(size=(150, 4))
+  assert abs(drift.domain_auroc(a, rng.normal(size=(150, 4))) - 0.5) < 0.1
+  assert drift.domain_auroc(a, rng.normal(size=(150, 4)) + [1.5, 0, 0, 0]) > 0.8
+
+
+def _feature_sets(rng, steps, regress_task="b", regress_from=40, N=120):
+  """FeatureSets whose gold NLL falls with training, except `regress_task` after `regress_from`."""
+  out = []
+  for task in ("a", "b", "c"):
+    z = rng.normal(size=N)
+    for step in steps:
+      back = task == regress_task and step >= regress_from
+      level = 3.0 - 0.02 * step + (0.04 * (step - regress_from + 10) if back else 0.0)
+      nll_mean = np.exp(0.3 * z + np.log(max(level, 0.2))) + 0.02 * rng.normal(size=N) ** 2
+      pooled = rng.normal(size=(N, 2, 4)).astype(np.float32) + step
+      meta = {"checkpoint": f"s{step}", "checkpoint_step": step, "task": task, "layers": [0, 1],
+              "question_ids": [f"{task}-{i}" for i in range(N)]}
+      out.append(FeatureSet(meta, {"last": pooled, "mean": pooled, "nll_mean": nll_mean,
+                                   "nll_sum": 5 * nll_mean}))
+  return out
+
+
+def test_drift_summary_fires_on_the_regressing_task_only(tmp_path):
+  rng = np.random.default_rng(0)
+  steps = (10, 20, 30, 40, 50, 60)
+  preds, labels = _records(tasks=("a", "b", "c"), steps=steps, later_from=40, N=120, bias=0.0)
+  fs = _feature_sets(rng, steps)
+  d = audit.drift_summary(preds, labels, fs, family="fam", train_steps=[10, 20, 30], later_steps=[40, 50, 60],
+                          layers=(0, 1), center=True, nll=True, draws=20)
+  assert set(d["cells"]) == {f"{t}@{s}" for t in "abc" for s in (40, 50, 60)}
+  for key, v in d["cells"].items():
+    assert set(v) >= {"score", "threshold", "residual_p_value", "alarm"}
+    assert v["score_alarm"] == key.startswith("b@"), (key, v)
+  assert d["by_task"]["b"]["score_alarm_rate"] == 1.0
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def test_figures_write_pngs(tmp_path):
+  preds, labels = _records(N=60)
+  s = audit.audit_summary(preds, labels, family="fam", later_steps=[30, 40], sizes=(16,), default_size=16,
+                          draws=5)
+  pk = audit.pass_at_k_summary(preds, labels, family="fam")
+  for path in (audit_figures.plot_audited_accuracy(s, tmp_path / "audit.png"),
+               audit_figures.plot_pass_at_k(pk, tmp_path / "pass_at_k.png")):
+    with open(path, "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
