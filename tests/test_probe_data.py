@@ -56,5 +56,7 @@ def test_question_roles_agree_with_make_split(data):
   np.testing.assert_array_equal(roles == "test", split.test)
   np.testing.assert_array_equal(roles == "val", split.val)
   assert train_checkpoint_count(10) == 4 and train_checkpoint_count(3) == 2
+  other = question_roles(data.task, data.question_id, 0.3, 0.15, seed=1)  # another seed, another split
+  assert (other != roles).any() and abs((other == "test").mean() - (roles == "test").mean()) < 0.15
   with pytest.raises(ValueError, match=">= 2 checkpoints"):
     train_checkpoint_count(1)

@@ -7,6 +7,7 @@ import pytest
 from probe_fixtures import LAYERS, family_config, synthetic, tiny_source
 
 from probing.eval import baselines, evaluate
+from probing.eval.baselines import references
 from probing.features import FeatureError
 from probing.probes import FAMILIES, ProbeConfig, build_data, load_probe, make_split, train_probe
 from probing.probes.data import center_cells
@@ -96,7 +97,7 @@ def test_no_test_row_reaches_training(data):
 
 def test_baselines(data):
   split = make_split(data)
-  base = baselines(data, split)
+  base = {**baselines(data, split), **references(data, split)}
   assert set(base) == {"task_prior", "task_difficulty_prior", "gold_nll_mean", "gold_nll_sum", "sklearn_logreg"}
   ev = {k: evaluate(data, v, split.test)["auroc"]["primary"]["mean"] for k, v in base.items()}
   assert ev["task_prior"] == pytest.approx(0.5)

@@ -37,6 +37,19 @@ def test_stream_is_a_function_of_seed_and_step():
   assert (a["segment_ids"] > 0).mean() > 0.6  # rows are well packed (whole examples only, 32 tokens)
 
 
+def test_skill_windows_stagger_the_mixture():
+  s = pretrain.PackedStream(("rev", "path", "inc"), TOK, batch_size=8, seq_len=64, seed=0,
+                            windows=((0.0, 1.0), (0.3, 1.0), (0.0, 0.6)), total_steps=100)
+  assert s.mixture(10) == (1.0, 0.0, 1.0) and s.mixture(30) == (1.0, 1.0, 1.0) and s.mixture(60) == (1.0, 1.0, 0.0)
+
+  def prefixes(step):
+    b = s.batch(step)
+    return {TOK.decode(b["inputs"][r, b["segment_ids"][r] == g])[0] for r in range(8)
+            for g in range(1, b["segment_ids"][r].max() + 1)}
+  assert "g" not in prefixes(10) and "g" in prefixes(50)  # path prompts start with g:
+  assert any(p.isdigit() for p in prefixes(10)) and not any(p.isdigit() for p in prefixes(80))  # inc: digits
+
+
 def test_checkpoint_schedule():
   assert pretrain.checkpoint_steps(100, 10) == list(range(10, 101, 10))
   log = pretrain.checkpoint_steps(1000, 8, "log", 10)

@@ -26,9 +26,80 @@ def test_references_score_one_and_wrong_answers_zero(name):
     assert task.score(q, q.reference + " ") == 1.0  # surrounding whitespace is stripped
     assert task.score(q, "") == 0.0
     assert task.score(q, q.reference + q.reference[-1]) == 0.0
-    wrong = ("1" if q.reference[0] != "1" else "2") + q.reference[1:]
-    assert task.score(q, wrong) == 0.0
+    if task.skill.verify is None:
+      wrong = ("1" if q.reference[0] != "1" else "2") + q.reference[1:]
+      assert task.score(q, wrong) == 0.0
     assert len(q.reference) + 1 <= task.max_new_tokens  # answer + EOS fits
+
+
+MULTI_PATH = ["sum", "mul", "path", "change", "nodup"]
+
+
+def _other_answers(name, q, rng):
+  """Valid answers other than the reference, built independently of the generators."""
+  from probing.testbed import reasoning as r
+  if name == "sum":
+    ops = [int(x) for x in q.prompt[2:-1].split(",")]
+    out = []
+    for _ in range(5):
+      order, steps, total = rng.sample(ops, len(ops)), [], None
+      total = order[0]
+      for x in order[1:]:
+        steps.append(f"{total}+{x}={total + x}")
+        total += x
+      out.append(";".join(steps) + f"|{total}")
+    return out
+  if name == "mul":
+    a, b = (int(x) for x in q.prompt[:-1].split("*"))
+    parts = [int(d) * 10 ** i for i, d in enumerate(reversed(str(a))) if d != "0"]
+    return [";".join(f"{p}*{b}={p * b}" for p in rng.sample(parts, len(parts))) + f"|{a * b}" for _ in range(5)]
+  if name == "path":
+    edges, src, dst = r._parse_graph(q.prompt)
+    return r._simple_paths(edges, src, dst)
+  if name == "change":
+    items, target = q.prompt[2:-1].split(">")
+    subsets = r._subsets_summing([int(x) for x in items.split(",")], int(target))
+    return ["+".join(map(str, rng.sample(s, len(s)))) for s in subsets]
+  letters = list(q.prompt[2:-1])
+  return [r._arrangement(letters, rng) for _ in range(10)]
+
+
+@pytest.mark.parametrize("name", MULTI_PATH)
+def test_multi_path_skills_accept_every_valid_answer(name):
+  """Many different completions are correct: independently built valid answers score 1."""
+  task = tasks.get("syn_" + name)
+  rng = random.Random(0)
+  distinct = []
+  for q in task.questions(limit=40):
+    answers = set(_other_answers(name, q, rng))
+    for a in answers:
+      assert task.score(q, a) == 1.0, (q.prompt, a)
+    distinct.append(len(answers | {q.reference}))
+  assert max(distinct) >= 3  # several valid answers exist
+
+
+def test_verifiers_reject_invalid_answers():
+  from probing.testbed import reasoning as r
+  assert r.verify_path("g:ab,bc,cd,ae,ed;a>d=", "", "aed") and r.verify_path("g:ab,bc,cd,ae,ed;a>d=", "", "abcd")
+  assert not r.verify_path("g:ab,bc,cd,ae,ed;a>d=", "", "ad")  # no such edge
+  assert not r.verify_path("g:ab,bc,cd,ae,ed;a>d=", "", "aedcb")  # does not end at d
+  assert not r.verify_path("g:ab,bc,cd,ae,ed;a>d=", "", "abaed")  # revisits a
+  assert r.verify_change("c:3,5,8,9>17=", "", "9+8") and r.verify_change("c:3,5,8,9>17=", "", "8+9")
+  assert not r.verify_change("c:3,5,8,9>17=", "", "9+8+0") and not r.verify_change("c:3,5,8,9>17=", "", "9+4+4")
+  assert not r.verify_change("c:3,5,8,9>17=", "", "8+9+")
+  assert r.verify_nodup("n:aabbc=", "", "ababc") and r.verify_nodup("n:aabbc=", "", "abcab")
+  assert not r.verify_nodup("n:aabbc=", "", "aabbc") and not r.verify_nodup("n:aabbc=", "", "ababa")
+  assert r.verify_final("s:1,2=", "1+2=3|3", "2+1=3|3") and r.verify_final("s:1,2=", "1+2=3|3", "1+2=4|3")
+  assert not r.verify_final("s:1,2=", "1+2=3|3", "1+2=3|4") and not r.verify_final("s:1,2=", "1+2=3|3", "3")
+
+
+def test_content_difficulty_is_metadata_not_level():
+  for name in MULTI_PATH:
+    task = tasks.get("syn_" + name)
+    qs = list(task.questions(limit=40))
+    extra = [set(q.metadata) - {"level"} for q in qs]
+    assert all(extra), name  # content features beside the declared level
+    assert all(q.metadata["level"] == q.difficulty for q in qs)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -69,5 +140,5 @@ def test_training_examples_answer_their_prompts():
       prompt, answer = synthetic.training_example(skill, rng)
       assert prompt.endswith("=") and answer
       assert set(prompt + answer) <= set(synthetic.ALPHABET)
-  assert synthetic.training_example(synthetic.get_skill("add"), random.Random(3)) == \
-      synthetic.training_example(synthetic.get_skill("add"), random.Random(3))
+  assert synthetic.training_example(synthetic.get_skill("sum"), random.Random(3)) == \
+      synthetic.training_example(synthetic.get_skill("sum"), random.Random(3))

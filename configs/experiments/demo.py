@@ -22,13 +22,19 @@ from configs.experiments import label, testbed
 FAMILIES = ("linear", "mlp", "attention", "submodel", "hybrid")
 
 
+def tie_family_seeds(c: ml_collections.ConfigDict) -> None:
+  """Every family's probe init and minibatch order follow the run's one `seed`."""
+  for f in c.families:
+    c.families[f].train.seed = c.get_ref("seed")
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   preset = arg or "default"
   if preset not in ("default", "smoke"):
     raise ValueError(f"unknown demo preset {preset!r}; expected 'default' or 'smoke'")
   c = ml_collections.ConfigDict()
   c.preset = preset
-  c.seed = 0  # pretraining data order, label sampling
+  c.seed = 0  # everything: pretraining data and init, the question split, label sampling, probe init
   c.mesh = "data=-1"
   c.dtype = "float32"  # model dtype for labels and features
   # Real checkpoints instead of the testbed (see olmo3_7b.py): comma-separated dirs (HF or ours),
@@ -39,6 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.tokenizer = ""
   c.pretrain = testbed.get_config("smoke" if preset == "smoke" else None)
   c.pretrain.mesh = c.mesh
+  c.pretrain.seed = c.get_ref("seed")
   # Probes train on the labels of the first `train_checkpoint_frac` of checkpoints (>= 3).
   c.train_checkpoint_frac = 0.4
   c.min_train_checkpoints = 3
@@ -47,10 +54,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.labels = label.get_config()
   c.labels.num_samples = 8  # k
-  # T = 1: labels sample from the model's own distribution, so exp(-NLL) of the gold answer is
-  # exactly a question's pass@1 (the hybrid probe's strongest input).
-  c.labels.temperature = 1.0
-  c.labels.top_p = 1.0
+  # The sampling real evaluations use (OLMES, lm-eval CoT tasks); with many valid answers per
+  # question, exp(-NLL) of one reference is far from pass@1 anyway.
+  c.labels.temperature = 0.6
+  c.labels.top_p = 0.95
   c.labels.greedy = True
   c.labels.batch_size = 128
   c.labels.limit = None  # questions per skill; None = all the task has
@@ -62,7 +69,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.probe_families = ",".join(FAMILIES)  # which of `families` run
   c.families = ml_collections.ConfigDict(
       {f: importlib.import_module(f"configs.probes.{f}").get_config("testbed") for f in FAMILIES})
+  tie_family_seeds(c)
   c.cross_checkpoint_family = "linear"  # family retrained per split point for the heatmap
+
+  # At each later checkpoint: a small random audit (labelled questions) and PPI++ task accuracy,
+  # simulated `draws` times per cell from the full labels to measure its coverage; predicted
+  # pass@k; the drift alarm (probing.demo.audit).
+  c.audit = ml_collections.ConfigDict()
+  c.audit.enabled = True
+  c.audit.family = "hybrid"  # a probe plus the cheap NLL: the audit's control variate
+  c.audit.questions_per_task = 32
+  c.audit.sizes = (32, 64, 128)
+  c.audit.draws = 200
 
   c.monitor = ml_collections.ConfigDict()
   c.monitor.enabled = True
@@ -86,4 +104,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.real_task.num_samples = 2
     c.real_task.max_new_tokens = 16
     c.test_frac = 0.4
+    c.audit.questions_per_task = 8
+    c.audit.sizes = (8, 16)
+    c.audit.draws = 20
   return c

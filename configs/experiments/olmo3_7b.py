@@ -31,6 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.tasks = "gsm8k,minerva_math_500,humaneval,mbpp,arc_challenge,mmlu"
   c.families = ml_collections.ConfigDict(
       {f: importlib.import_module(f"configs.probes.{f}").get_config("7b") for f in demo.FAMILIES})
+  demo.tie_family_seeds(c)
   c.labels.tokenizer = c.get_ref("tokenizer")
   c.labels.num_samples = 16
   c.labels.temperature = 0.6

@@ -11,7 +11,7 @@ PRESETS = {
                max_prompt_tokens=2048, max_reference_tokens=512, store_dtype="float16",
                model_dtype="bfloat16", reference_eos=False),
     "testbed": dict(extract_layers=(0, 1, 2, 3, 4), mid=2, token_cap=32, batch_size=64,
-                    max_prompt_tokens=64, max_reference_tokens=16, store_dtype="float32",
+                    max_prompt_tokens=64, max_reference_tokens=40, store_dtype="float32",
                     model_dtype="float32", reference_eos=True),
 }
 
@@ -36,8 +36,10 @@ def base_config(family: str, arg: str | None) -> ml_collections.ConfigDict:
   # What the probe is (probing.probes.ProbeConfig).
   c.head = ml_collections.ConfigDict()
   c.head.family = family
-  c.head.layers = (p["mid"],)  # pooled hidden states read by linear/mlp (0 = embeddings)
-  c.head.pooling = "mean"  # 'last', 'mean' or 'last+mean'
+  # Every family gets the same inputs: all extracted layers' last and mean states, concatenated
+  # (attention and submodel read token states instead).
+  c.head.layers = p["extract_layers"]  # pooled hidden states read by linear/mlp/hybrid (0 = embeddings)
+  c.head.pooling = "last+mean"  # 'last', 'mean' or 'last+mean'
   c.head.token_layer = config_dict.placeholder(int)  # attention / submodel: token states' layer
   c.head.hidden = 128  # mlp / attention width
   c.head.n_queries = 4  # attention: learned queries
@@ -74,8 +76,8 @@ def base_config(family: str, arg: str | None) -> ml_collections.ConfigDict:
 
   # Evaluation beside the probe (probing.eval.baselines).
   c.eval = ml_collections.ConfigDict()
-  c.eval.baselines = True  # priors, gold-answer NLL and sklearn LR on the same split
-  c.eval.sklearn_c = 0.1  # inverse L2 strength of the sklearn baseline
+  c.eval.baselines = True  # priors and gold-answer NLL, and sklearn LR as a reference, on the same split
+  c.eval.sklearn_c = 0.1  # inverse L2 strength of the sklearn reference
 
   # Extraction (probing.features.ExtractSpec): the same for every family, so one extraction
   # serves all five probes and the baselines.

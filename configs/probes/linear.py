@@ -9,10 +9,10 @@
   python -m launch.predict --config=configs/probes/linear.py:testbed \
       --config.probe=runs/probes/linear/probe --config.data.checkpoint=runs/testbed/checkpoints/step_1200 \
       --config.data.tasks=syn_add,syn_sort --config.out=runs/predict/linear
-The 7B preset (default, `:7b`) reads layer 16 of 32. The testbed preset reads every layer's last
-and mean state (a 4-layer model gives 10 x 64 features); chosen over one middle layer's mean on
-the probe-training checkpoints alone (trained on steps 80-240, scored on the non-test questions
-at step 320: AUROC 0.783 vs 0.749; the skill x difficulty prior there: 0.748).
+Both presets read every extracted layer's last and mean state, concatenated (the inputs every
+family gets; 7B: layers 8-32 in steps of 4; testbed: all 5 of its 4-layer model). On the v1
+testbed this was chosen over one middle layer's mean on the probe-training checkpoints alone
+(AUROC 0.783 vs 0.749 on step 320's non-test questions).
 """
 from configs.probes import common
 
@@ -24,7 +24,4 @@ def get_config(arg=None):
   c.train.epochs = 100
   c.train.batch = 512
   c.train.patience = 5
-  if arg == "testbed":
-    c.head.layers = common.preset(arg)["extract_layers"]
-    c.head.pooling = "last+mean"
   return c

@@ -18,12 +18,15 @@ from models import sampling
 from probing import features as features_lib
 from probing import labels as labels_lib
 from probing import tasks as task_registry
-from probing.eval import baselines, metrics
+from probing.eval import intervals, metrics
+from probing.eval.baselines import baselines as cheap_baselines, references
 from probing.probes import train_probe
 from probing.tasks.olmo_eval import shipped_tokenizer_path
 from probing.tokenizer import HFTokenizer
 
-BASELINE_PREFIX = "baseline:"
+BASELINE_PREFIX = "baseline:"  # cheap signals a skeptic would use instead of a probe
+REFERENCE_PREFIX = "reference:"  # another trainer of a probe on the same activations
+N_BOOT = 1000
 
 
 @dataclasses.dataclass
@@ -38,6 +41,8 @@ class Context:
   data: Callable
   split: Callable
   min_train_checkpoints: int
+  questions: dict | None = None  # (task, question_id) -> Question, for the content baselines
+  load_model: Callable | None = None  # step -> that checkpoint's model (a submodel copies its blocks)
 
 
 def prediction_records(ctx: Context, probes: dict) -> list[dict]:
@@ -50,8 +55,10 @@ def prediction_records(ctx: Context, probes: dict) -> list[dict]:
     # A per-cell centering probe (the hybrid) takes its cell means from non-test questions only.
     preds = {family: probe.predict(data, center_rows=roles != "test")}
     if not done_baselines:  # baselines fitted on the same training rows, once
-      for name, p in baselines(data, split).items():
+      for name, p in cheap_baselines(data, split, questions=ctx.questions).items():
         preds[BASELINE_PREFIX + name] = p
+      for name, p in references(data, split).items():
+        preds[REFERENCE_PREFIX + name] = p
       done_baselines = True
     for name, p in preds.items():
       for i in range(len(data)):
@@ -60,6 +67,25 @@ def prediction_records(ctx: Context, probes: dict) -> list[dict]:
                         "p": float(p[i]), "split": str(roles[i]),
                         "checkpoint_role": "train" if data.step[i] <= ctx.train_steps[-1] else "later"})
   return records
+
+
+def selection_scores(ctx: Context, families) -> dict:
+  """Forward chaining inside the probe-training checkpoints: each family trained on all but the
+  last of them, scored (mean within-cell AUROC) on the last one's non-test questions. The one
+  protocol every choice is made on; test questions and later checkpoints never enter it."""
+  out = {}
+  fit_steps, select_step = ctx.train_steps[:-1], ctx.train_steps[-1]
+  for family in families:
+    data, head, train_cfg = ctx.data(ctx.train_steps, family)
+    split, roles = ctx.split(data, fit_steps[-1])
+    source = ctx.load_model(fit_steps[-1]) if head.encoder == "submodel" else None
+    probe = train_probe(data, split, head, train_cfg, olmo_source=source)
+    p = probe.predict(data, center_rows=roles != "test")
+    rows = np.flatnonzero((data.step == select_step) & (roles != "test"))
+    recs = [{"task": data.task[i], "checkpoint_step": int(data.step[i]), "question_id": data.question_id[i],
+             "p": float(p[i]), "c": float(data.c[i]), "k": float(data.k[i])} for i in rows]
+    out[family] = metrics.primary_auroc(recs)["mean"]
+  return out
 
 
 def _join(predictions: list[dict], labels: list[dict]) -> dict[str, list[dict]]:
@@ -76,13 +102,22 @@ def _join(predictions: list[dict], labels: list[dict]) -> dict[str, list[dict]]:
   return out
 
 
-def _auroc_block(records: list[dict]) -> dict:
+def _auroc_block(records: list[dict], boot: dict | None = None) -> dict:
+  """Mean within-cell AUROC `{mean, ci_low, ci_high, cells, per_task: {task: {mean, ci_low,
+  ci_high}}, ...}`; the CI from the role's shared bootstrap draws."""
   if not records:
-    return {"mean": None, "per_task": {}, "n_cells": 0, "n_cells_skipped": 0}
+    return {"mean": None, "ci_low": None, "ci_high": None, "cells": 0, "per_task": {}, "n_cells": 0,
+            "n_cells_skipped": 0}
   summary = metrics.auroc_summary(records)
   prim = summary["primary"]
-  out = {"mean": prim["mean"], "per_task": prim["per_task"], "n_cells": prim["n_cells"],
-         "n_cells_skipped": prim["n_cells_skipped"]}
+  out = {"mean": prim["mean"], "ci_low": None, "ci_high": None, "cells": prim["n_cells"],
+         "per_task": {t: {"mean": v, "ci_low": None, "ci_high": None} for t, v in prim["per_task"].items()},
+         "n_cells": prim["n_cells"], "n_cells_skipped": prim["n_cells_skipped"]}
+  if boot is not None:
+    ci = intervals.summarize(boot)
+    out.update(ci_low=ci["ci_low"], ci_high=ci["ci_high"])
+    for t, v in ci["per_task"].items():
+      out["per_task"][t].update(ci_low=v["ci_low"], ci_high=v["ci_high"])
   for key in ("greedy", "pass1_ge_0.5"):
     if key in summary:
       out[f"{key}_mean"] = summary[key]["mean"]
@@ -102,23 +137,79 @@ def _accuracy_error(records: list[dict]) -> dict:
   return {"per_task": per_task_mean, "mean": float(np.mean(list(per_task_mean.values()))) if per_task_mean else None}
 
 
-def summary_from_records(predictions: list[dict], labels: list[dict]) -> dict:
-  """The metric part of summary.json, from the two jsonl files' records alone."""
+def _role_intervals(joined: dict[str, list[dict]], role: str) -> dict[str, dict]:
+  """Every predictor's bootstrap result on one checkpoint role, from the same question draws."""
+  recs = {probe: [r for r in rs if r["role"] == role] for probe, rs in joined.items()}
+  recs = {probe: rs for probe, rs in recs.items() if rs}
+  return intervals.bootstrap_auroc(recs, n_boot=N_BOOT) if recs else {}
+
+
+def summary_from_records(predictions: list[dict], labels: list[dict], *, activation_only=(),
+                         selection: dict | None = None) -> dict:
+  """The metric part of summary.json, from the two jsonl files' records alone.
+
+  Every AUROC carries a 95% question-cluster bootstrap CI; `paired_differences` gives each
+  family minus each baseline on the same draws. `headline`: the activation-only family chosen
+  on the selection protocol (`selection`: family -> score; without it, the family with the best
+  same-checkpoint AUROC) against the best baseline of each role, picked on the test questions
+  themselves, which favours the baseline.
+  """
   joined = _join(predictions, labels)
-  fams, base = {}, {}
+  boot = {role: _role_intervals(joined, role) for role in ("train", "later")}
+  groups: dict[str, dict] = {"families": {}, "baselines": {}, "references": {}}
   for probe, recs in sorted(joined.items()):
     same = [r for r in recs if r["role"] == "train"]
     later = [r for r in recs if r["role"] == "later"]
-    block = {"auroc_same_checkpoint": _auroc_block(same), "auroc_later_checkpoints": _auroc_block(later),
+    block = {"auroc_same_checkpoint": _auroc_block(same, boot["train"].get(probe)),
+             "auroc_later_checkpoints": _auroc_block(later, boot["later"].get(probe)),
              "task_accuracy_abs_error": _accuracy_error(later),
              "ece_later": metrics.ece([r["p"] for r in later], [r["c"] for r in later], [r["k"] for r in later])
              if later else None}
-    (base if probe.startswith(BASELINE_PREFIX) else fams)[probe.removeprefix(BASELINE_PREFIX)] = block
+    group, name = ("baselines", probe[len(BASELINE_PREFIX):]) if probe.startswith(BASELINE_PREFIX) else (
+        ("references", probe[len(REFERENCE_PREFIX):]) if probe.startswith(REFERENCE_PREFIX) else ("families", probe))
+    groups[group][name] = block
+  fams = groups["families"]
   pick = lambda key: {f: b[key] for f, b in fams.items()}  # noqa: E731
-  return {"auroc_same_checkpoint": pick("auroc_same_checkpoint"),
-          "auroc_later_checkpoints": pick("auroc_later_checkpoints"),
-          "task_accuracy_abs_error": pick("task_accuracy_abs_error"),
-          "ece_later_checkpoints": pick("ece_later"), "baselines": base}
+  out = {"auroc_same_checkpoint": pick("auroc_same_checkpoint"),
+         "auroc_later_checkpoints": pick("auroc_later_checkpoints"),
+         "task_accuracy_abs_error": pick("task_accuracy_abs_error"),
+         "ece_later_checkpoints": pick("ece_later"), "baselines": groups["baselines"],
+         "references": groups["references"]}
+  out["paired_differences"] = {
+      key: {f: {b: intervals.paired_difference(boot[role][f], boot[role][BASELINE_PREFIX + b])
+                for b in groups["baselines"] if BASELINE_PREFIX + b in boot[role]}
+            for f in fams if f in boot[role]}
+      for key, role in (("same_checkpoint", "train"), ("later_checkpoints", "later"))}
+  out["headline"] = headline(out, boot, [f for f in activation_only if f in fams], selection)
+  return out
+
+
+def headline(summary: dict, boot: dict, activation_only: list[str], selection: dict | None) -> dict:
+  """The chosen activation-only family minus the best baseline, same and later checkpoints."""
+  if not activation_only:
+    return {"family": None, "reason": "no activation-only family ran"}
+  if selection:
+    family = max(activation_only, key=lambda f: -1 if selection.get(f) is None else selection[f])
+    chosen_by = "selection protocol (forward chaining inside the probe-training checkpoints)"
+  else:
+    family = max(activation_only, key=lambda f: summary["auroc_same_checkpoint"][f]["mean"] or -1)
+    chosen_by = "same-checkpoint test AUROC (no selection scores given)"
+  out = {"family": family, "chosen_by": chosen_by}
+  for key, role, auroc_key in (("same_checkpoint", "train", "auroc_same_checkpoint"),
+                               ("later_checkpoints", "later", "auroc_later_checkpoints")):
+    bases = {b: v[auroc_key]["mean"] for b, v in summary["baselines"].items() if v[auroc_key]["mean"] is not None}
+    if not bases or family not in boot[role]:
+      out[key] = None
+      continue
+    best = max(bases, key=bases.get)
+    diff = intervals.paired_difference(boot[role][family], boot[role][BASELINE_PREFIX + best])
+    verdict = ("beats" if diff["ci_low"] is not None and diff["ci_low"] > 0 else
+               "loses to" if diff["ci_high"] is not None and diff["ci_high"] < 0 else "cannot be told from")
+    out[key] = {"family_auroc": summary[auroc_key][family], "best_baseline": best,
+                "baseline_auroc": summary["baselines"][best][auroc_key], **diff,
+                "verdict": f"{family} {verdict} the best baseline ({best}): "
+                           f"{diff['diff']:+.3f} [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}]"}
+  return out
 
 
 def cross_checkpoint(ctx: Context, family: str) -> metrics.CrossCheckpointMatrix:
@@ -166,8 +257,8 @@ def latency_same_checkpoint(setup: labels_lib.Setup, questions: dict, tokenizer,
     return lambda: probe.predict_model(setup.model, tokenizer, questions, checkpoint="latency",
                                        checkpoint_step=step)
 
-  gen = _timed(generative, 3)
-  per_family = {f: _timed(probe_pass(p), 4) for f, p in probes.items()}
+  gen = _timed(generative, 2)
+  per_family = {f: _timed(probe_pass(p), 3) for f, p in probes.items()}
   prb = per_family[headline]
   c = setup.config
   return {"generative_eval": gen["warm"], "probe": prb["warm"], "ratio": gen["warm"] / prb["warm"],

@@ -28,13 +28,13 @@ from probing import features as features_lib
 from probing import labels as labels_lib
 from probing import tasks as task_registry
 from probing import tokenizer as tokenizer_lib
-from probing.demo import evaluate
+from probing.demo import audit, evaluate
 from probing.demo import report as demo_report
 from probing.monitor import ProbeMonitor
 from probing.probes import Split, build_data, configs_from, load_probe, train_probe
 from probing.probes.data import question_roles, train_checkpoint_count
 from probing.probes.trained import CARD
-from probing.testbed import ALPHABET, pretrain, skills
+from probing.testbed import ALPHABET, checks, pretrain, skills
 
 
 class StageTimer:
@@ -156,8 +156,7 @@ class Demo:
     c.checkpoint, c.tasks, c.out_dir = path, ",".join(self.task_names), out_dir
     if self.external:
       c.checkpoint_step = dict((p, s) for s, p in self.external)[path]
-    # One budget for every skill (each still stops at EOS), so one sampler program serves them all.
-    c.max_new_tokens = max(task_registry.get(t).max_new_tokens for t in self.task_names)
+    c.max_new_tokens = None  # each task's own budget, as a real evaluation runs it
     return c
 
   def load(self, path: str):
@@ -185,14 +184,20 @@ class Demo:
 
   def split(self, data, train_upto: int) -> tuple[Split, np.ndarray]:
     """Train/val rows up to `train_upto`, test questions at every checkpoint; and each row's role."""
-    roles = question_roles(data.task, data.question_id, self.cfg.test_frac, self.cfg.val_frac)
+    roles = question_roles(data.task, data.question_id, self.cfg.test_frac, self.cfg.val_frac, self.cfg.seed)
     early = data.step <= train_upto
     return Split(train=(roles == "train") & early, val=(roles == "val") & early,
                  test=roles == "test", train_upto_step=int(train_upto)), roles
 
   def context(self) -> evaluate.Context:
+    questions = {(t, q.id): q for t in self.task_names for q in self.questions(t)}
     return evaluate.Context(train_steps=self.train_steps, later_steps=self.later_steps, data=self.data,
-                            split=self.split, min_train_checkpoints=self.cfg.min_train_checkpoints)
+                            split=self.split, min_train_checkpoints=self.cfg.min_train_checkpoints,
+                            questions=questions, load_model=lambda step: self.load(self.checkpoints([step])[0][1]))
+
+  def activation_only(self) -> list[str]:
+    """Families that read activations alone (no gold-answer NLL)."""
+    return [f for f in self.families if not configs_from(self.families[f])[0].uses_nll]
 
   # --------------------------------------------------------------------------- stages
 
@@ -248,7 +253,8 @@ class Demo:
     questions = {}
     for t in self.task_names:
       qs = self.questions(t)
-      roles = question_roles([t] * len(qs), [q.id for q in qs], self.cfg.test_frac, self.cfg.val_frac)
+      roles = question_roles([t] * len(qs), [q.id for q in qs], self.cfg.test_frac, self.cfg.val_frac,
+                             self.cfg.seed)
       questions[t] = [q for q, role in zip(qs, roles) if role == "test"]
     out = os.path.join(self.workdir, "monitor.jsonl")
     if os.path.exists(out):
@@ -264,7 +270,12 @@ class Demo:
     ctx = self.context()
     predictions = evaluate.prediction_records(ctx, probes)
     io.write_jsonl(os.path.join(self.workdir, "predictions.jsonl"), predictions, sort_keys=True)
-    summary = evaluate.summary_from_records(predictions, labels)
+    selection = evaluate.selection_scores(ctx, self.activation_only())
+    summary = evaluate.summary_from_records(predictions, labels, activation_only=self.activation_only(),
+                                            selection=selection)
+    summary["selection"] = {"protocol": "train on the probe-training checkpoints but the last, score "
+                                        "within-cell AUROC on the last one's non-test questions",
+                            "scores": selection}
     family = self.cfg.cross_checkpoint_family
     cross = evaluate.cross_checkpoint(ctx, family)
     summary["cross_checkpoint"] = {"family": family, "train_upto_steps": cross.train_steps,
@@ -284,11 +295,31 @@ class Demo:
           setup.model, probes[family], self.cfg.real_task, stand_in_task=self.task_names[0])
     return out
 
+  def audit(self, predictions: list[dict], labels: list[dict]) -> dict:
+    """Audited task accuracy (PPI++), predicted pass@k and the drift alarm of `cfg.audit.family`
+    at the later checkpoints (`probing.demo.audit`)."""
+    a = self.cfg.audit
+    family = a.family if a.family in self.families else next(iter(self.families))
+    head = configs_from(self.families[family])[0]
+    names = [checkpoints_lib.checkpoint_id(p)[0] for _, p in self.checkpoints(self.schedule)]
+    sets = features_lib.load_feature_sets(self.features_dir, tasks=self.task_names, checkpoints=names)
+    out = {"audit": audit.audit_summary(predictions, labels, family=family, later_steps=self.later_steps,
+                                        sizes=tuple(a.sizes), default_size=a.questions_per_task,
+                                        draws=a.draws, seed=self.cfg.seed),
+           "pass_at_k": audit.pass_at_k_summary(predictions, labels, family=family),
+           "drift": audit.drift_summary(predictions, labels, sets, family=family, train_steps=self.train_steps,
+                                        later_steps=self.later_steps, layers=head.layers if head.uses_x else (),
+                                        pooling=head.pooling, center=head.center != "none", nll=True,
+                                        audit_size=a.questions_per_task, draws=a.draws, seed=self.cfg.seed)}
+    out["audit"]["family"] = family
+    return out
+
   def settings(self) -> dict:
     cfg = self.cfg
     return {"preset": cfg.preset, "train_checkpoints": self.train_steps, "later_checkpoints": self.later_steps,
             "tasks": self.task_names, "families": list(self.families), "test_frac": cfg.test_frac,
-            "val_frac": cfg.val_frac, "labels": cfg.labels.to_dict(), "extract": self.extract_spec.to_dict(),
+            "val_frac": cfg.val_frac, "labels": cfg.labels.to_dict(),
+            "activation_only_families": self.activation_only(), "extract": self.extract_spec.to_dict(),
             "probe_configs": {f: c.to_dict() for f, c in self.families.items()},
             "pretrain": None if self.external else cfg.pretrain.to_dict(),
             "checkpoints": [p for _, p in self.external] or None,
@@ -331,6 +362,13 @@ def run(cfg, workdir: str, log: Callable[[str], None] = print) -> dict:
     summary["monitor"] = monitor_summary(monitor, cfg.monitor, info, rest_seconds)
   summary["settings"] = d.settings()
   summary["measured_accuracy"] = measured_accuracy(labels)
+  if cfg.audit.enabled:
+    with d.timer("audit, pass@k, drift"):
+      summary.update(d.audit(predictions, labels))
+  if not d.external:
+    difficulty = {(t, q.id): q.difficulty for t in d.task_names for q in d.questions(t)}
+    summary["testbed_checks"] = checks.testbed_checks(labels, predictions, summary, difficulty,
+                                                      d.train_steps[-1], d.task_names)
   summary["stage_seconds"] = dict(d.timer.seconds)
   summary_path = os.path.join(d.workdir, "summary.json")
   with d.timer("report"):

@@ -5,43 +5,48 @@ import os
 
 import numpy as np
 
+from probing.demo import audit_figures
 from probing.eval import metrics, report
 
-ACTIVATION_FAMILIES = ("linear", "mlp", "attention", "submodel")
 PRIOR = "task_difficulty_prior"
+DEMO_SECONDS = 600.0
 
 
-def _mean(block: dict, family: str, key: str):
-  v = (block.get(key) or {}).get(family) or {}
-  return v.get("mean") if isinstance(v, dict) else None
+OPS = {">=": lambda v, b: v >= b, ">": lambda v, b: v > b, "<=": lambda v, b: v <= b}
 
 
 def _bar(value, bar, op=">="):
-  met = None if value is None else (value >= bar if op == ">=" else value <= bar)
-  return {"value": value, "bar": bar, "op": op, "met": met}
+  return {"value": value, "bar": bar, "op": op, "met": None if value is None else bool(OPS[op](value, bar))}
+
+
+def _mean(summary: dict, name: str, key: str):
+  block = summary[key].get(name) or (summary["baselines"].get(name) or {}).get(key) or {}
+  return block.get("mean")
 
 
 def bars(summary: dict) -> dict:
   """Every bar of the demo, with the measured value and whether it is met."""
-  same = {f: _mean(summary, f, "auroc_same_checkpoint") for f in summary["auroc_same_checkpoint"]}
-  later = {f: _mean(summary, f, "auroc_later_checkpoints") for f in summary["auroc_later_checkpoints"]}
-  base = summary["baselines"]
-  prior_same = (base.get(PRIOR) or {}).get("auroc_same_checkpoint", {}).get("mean")
-  prior_later = (base.get(PRIOR) or {}).get("auroc_later_checkpoints", {}).get("mean")
-  acts = [f for f in ACTIVATION_FAMILIES if same.get(f) is not None]
-  best_same = max(acts, key=lambda f: same[f]) if acts else None
-  best_later = max(acts, key=lambda f: later.get(f) or -1) if acts else None
-  out = {
-      "best_activation_same": {**_bar(same.get(best_same), 0.78), "family": best_same},
-      "best_activation_later": {**_bar(later.get(best_later), 0.72), "family": best_later},
-      "best_activation_same_minus_prior": {**_bar(None if best_same is None or prior_same is None
-                                                  else same[best_same] - prior_same, 0.05), "family": best_same},
-      "best_activation_later_minus_prior": {**_bar(None if best_later is None or prior_later is None
-                                                   else later[best_later] - prior_later, 0.03), "family": best_later},
-  }
-  if "hybrid" in same:
-    out["hybrid_same"] = _bar(same["hybrid"], 0.85)
-    out["hybrid_later"] = _bar(later.get("hybrid"), 0.80)
+  out = {}
+  head = summary.get("headline") or {}
+  for key, bar in (("later_checkpoints", 0.03), ("same_checkpoint", 0.05)):
+    h = head.get(key)
+    value = None if h is None else h["diff"]
+    out[f"headline_{key}"] = {**_bar(value, bar), "family": head.get("family"),
+                              "best_baseline": None if h is None else h["best_baseline"],
+                              "ci": None if h is None else [h["ci_low"], h["ci_high"]]}
+  later = out["headline_later_checkpoints"]
+  out["headline_later_ci_low"] = _bar(None if later["ci"] is None else later["ci"][0], 0.0, ">")
+  if "hybrid" in summary["auroc_later_checkpoints"]:
+    base = ((summary["settings"].get("probe_configs") or {}).get("hybrid") or {}).get("head", {}).get("base", "linear")
+    parts = {p: _mean(summary, p, "auroc_later_checkpoints") for p in (base, "gold_nll_sum", "gold_nll_mean")}
+    parts = {p: v for p, v in parts.items() if v is not None}
+    hyb = _mean(summary, "hybrid", "auroc_later_checkpoints")
+    best = max(parts, key=parts.get) if parts else None
+    out["hybrid_over_best_part_later"] = {**_bar(None if hyb is None or best is None else hyb - parts[best], 0.02),
+                                          "best_part": best}
+  checks = summary.get("testbed_checks")
+  if checks is not None:
+    out["testbed_checks_all_met"] = {**_bar(float(checks["all_met"]), 1.0), "met": checks["all_met"]}
   errors = {f: (summary["task_accuracy_abs_error"].get(f) or {}).get("mean") for f in summary["task_accuracy_abs_error"]}
   best_err = min((f for f in errors if errors[f] is not None), key=lambda f: errors[f], default=None)
   out["task_accuracy_abs_error_later"] = {**_bar(errors.get(best_err), 0.05, "<="), "family": best_err,
@@ -50,40 +55,82 @@ def bars(summary: dict) -> dict:
   out["latency_ratio_testbed"] = _bar(lat.get("ratio"), 10.0)
   real = summary.get("latency_seconds_real_task") or {}
   out["latency_ratio_real_task"] = _bar(real.get("ratio"), 20.0)
-  task_prior_same = (base.get("task_prior") or {}).get("auroc_same_checkpoint", {}).get("mean")
-  task_prior_later = (base.get("task_prior") or {}).get("auroc_later_checkpoints", {}).get("mean")
-  out["every_family_beats_task_prior"] = {
-      f: {"same": same[f], "later": later.get(f), "task_prior_same": task_prior_same,
-          "task_prior_later": task_prior_later,
-          "met": bool(same[f] is not None and task_prior_same is not None and same[f] > task_prior_same
-                      and (later.get(f) or 0) > (task_prior_later or 0))} for f in same}
-  rivals = {}
-  for f in same:
-    for b in ("gold_nll_sum", "gold_nll_mean", "sklearn_logreg"):
-      bs = (base.get(b) or {}).get("auroc_same_checkpoint", {}).get("mean")
-      bl = (base.get(b) or {}).get("auroc_later_checkpoints", {}).get("mean")
-      if bs is not None and same[f] is not None and bs >= same[f] - 0.005 and (bl or 0) >= (later.get(f) or 0) - 0.005:
-        rivals.setdefault(f, []).append(b)
-  out["baselines_as_good_as_family"] = rivals
+  out.update(audit_bars(summary))
+  if summary.get("total_seconds") is not None:
+    out["demo_seconds"] = _bar(summary["total_seconds"], DEMO_SECONDS, "<=")
   return out
+
+
+def audit_bars(summary: dict) -> dict:
+  """The audited-accuracy, pass@k and drift bars (absent when the audit did not run)."""
+  a, out = summary.get("audit"), {}
+  if not a:
+    return out
+  cov = [v["coverage"] for v in a["by_size"].values() if v.get("coverage") is not None]
+  out["audit_coverage_every_size"] = _bar(min(cov) if cov else None, 0.90)
+  out["audit_error_vs_audit_only"] = _bar(None if a["abs_error_mean"] is None else
+                                          a["abs_error_audit_only_mean"] - a["abs_error_mean"], 0.0)
+  out["audit_error_vs_probe_only"] = _bar(None if a["abs_error_mean"] is None else
+                                          a["abs_error_probe_only_mean"] - a["abs_error_mean"], 0.0, ">")
+  pk = summary.get("pass_at_k") or {}
+  worst = max((v["abs_error_mean"] for v in pk.values() if v.get("abs_error_mean") is not None), default=None)
+  out["pass_at_k_abs_error_worst_k"] = _bar(worst, 0.05, "<=")
+  cells = (summary.get("drift") or {}).get("cells") or {}
+  reg = [v["alarm"] for key, v in cells.items() if key.startswith("syn_inc@")
+         and int(key.split("@")[1]) >= _drop_step(summary)]
+  other = [v["alarm"] for key, v in cells.items() if not key.startswith("syn_inc@")]
+  if reg:
+    out["drift_alarm_on_regression"] = _bar(float(np.mean(reg)), 1.0)
+  if other:
+    out["drift_false_alarm_rate"] = _bar(float(np.mean(other)), 0.20, "<=")
+  return out
+
+
+def _drop_step(summary: dict) -> int:
+  """The first later checkpoint after the regression skill's peak (testbed: syn_inc)."""
+  acc = (summary.get("measured_accuracy") or {}).get("syn_inc") or {}
+  if not acc:
+    return 1 << 62
+  peak = max(acc, key=lambda s: acc[s]["pass1"])
+  return min((int(s) for s in acc if int(s) > int(peak)), default=1 << 62)
 
 
 def _fmt(v, fmt=".3f"):
   return "–" if v is None else format(v, fmt)
 
 
+def _ci(block: dict) -> str:
+  if block.get("mean") is None:
+    return "–"
+  if block.get("ci_low") is None:
+    return _fmt(block["mean"])
+  return f"{block['mean']:.3f} [{block['ci_low']:.3f}, {block['ci_high']:.3f}]"
+
+
 def headline(summary: dict) -> str:
-  """The table printed at the end of the demo."""
+  """The table printed at the end of the demo: the headline comparison, then every predictor
+  with its 95% question-cluster bootstrap CI."""
+  lines = []
+  head = summary.get("headline") or {}
+  for key, label in (("same_checkpoint", "same checkpoints"), ("later_checkpoints", "later checkpoints")):
+    h = head.get(key)
+    if h:
+      lines.append(f"- {label}: {h['verdict']} (paired, 95% CI)")
+  if head.get("family"):
+    lines.append(f"- family chosen by the {head['chosen_by']}")
+  lines.append("")
   rows = []
-  for f in summary["auroc_same_checkpoint"]:
-    rows.append({"probe": f, "AUROC same": summary["auroc_same_checkpoint"][f]["mean"],
-                 "AUROC later": summary["auroc_later_checkpoints"][f]["mean"],
-                 "|acc err| later": summary["task_accuracy_abs_error"][f]["mean"]})
-  for b, block in summary["baselines"].items():
-    rows.append({"probe": "baseline: " + b, "AUROC same": block["auroc_same_checkpoint"]["mean"],
-                 "AUROC later": block["auroc_later_checkpoints"]["mean"],
-                 "|acc err| later": block["task_accuracy_abs_error"]["mean"]})
-  lines = [report.markdown_table(rows, ["probe", "AUROC same", "AUROC later", "|acc err| later"])]
+  for group, names in (("", summary["auroc_same_checkpoint"]), ("baseline: ", summary["baselines"]),
+                       ("reference: ", summary.get("references") or {})):
+    for name in names:
+      block = names[name] if group else {"auroc_same_checkpoint": summary["auroc_same_checkpoint"][name],
+                                         "auroc_later_checkpoints": summary["auroc_later_checkpoints"][name],
+                                         "task_accuracy_abs_error": summary["task_accuracy_abs_error"][name]}
+      rows.append({"probe": group + name, "AUROC same [95% CI]": _ci(block["auroc_same_checkpoint"]),
+                   "AUROC later [95% CI]": _ci(block["auroc_later_checkpoints"]),
+                   "|acc err| later": block["task_accuracy_abs_error"]["mean"]})
+  lines.append(report.markdown_table(rows, ["probe", "AUROC same [95% CI]", "AUROC later [95% CI]",
+                                            "|acc err| later"]))
   for key, label in (("latency_seconds", "testbed"), ("latency_seconds_real_task", "real-task shapes")):
     lat = summary.get(key)
     if lat:
@@ -92,7 +139,7 @@ def headline(summary: dict) -> str:
       if lat.get("per_family"):
         lines.append("  per family: " + ", ".join(f"{f} {v['probe']:.2f}s ({v['ratio']:.1f}x)"
                                                   for f, v in lat["per_family"].items()))
-  missed = [k for k, v in summary["bars"].items() if isinstance(v, dict) and v.get("met") is False]
+  missed = [k for k, v in (summary.get("bars") or {}).items() if isinstance(v, dict) and v.get("met") is False]
   lines.append("bars missed: " + (", ".join(missed) if missed else "none"))
   return "\n".join(lines)
 
@@ -105,7 +152,7 @@ def _curves(summary, predictions):
   pred: dict = {t: {} for t in tasks}
   sums: dict = {}
   for p in predictions:
-    if p["split"] != "test" or p["probe"].startswith("baseline:"):
+    if p["split"] != "test" or ":" in p["probe"]:
       continue
     sums.setdefault((p["task"], p["probe"], p["checkpoint_step"]), []).append(p["p"])
   for (task, probe, step), ps in sums.items():
@@ -131,9 +178,10 @@ def write(workdir: str, summary: dict, predictions: list[dict], labels: list[dic
                                            train_upto_step=summary["settings"]["train_checkpoints"][-1],
                                            monitor=monitor or None)))
   for key, title in (("auroc_same_checkpoint", "same checkpoints"), ("auroc_later_checkpoints", "later checkpoints")):
-    auroc = {f: b["per_task"] for f, b in summary[key].items()}
-    auroc.update({f"baseline: {b}": v[key]["per_task"] for b, v in summary["baselines"].items()
-                  if b in ("task_difficulty_prior", "gold_nll_sum", "sklearn_logreg")})
+    auroc = {f: {t: v["mean"] for t, v in b["per_task"].items()} for f, b in summary[key].items()}
+    auroc.update({f"baseline: {b}": {t: x["mean"] for t, x in v[key]["per_task"].items()}
+                  for b, v in summary["baselines"].items()
+                  if b in ("task_difficulty_prior", "gold_nll_sum", "metadata_lr", "surface_lr")})
     if not any(auroc.values()):
       continue  # no (task, checkpoint) cell had >= 5 positive and >= 5 negative outcomes
     figs.append((f"Primary AUROC per task and probe family, {title} (held-out questions)",
@@ -162,8 +210,19 @@ def write(workdir: str, summary: dict, predictions: list[dict], labels: list[dic
   if lat:
     figs.append(("Wall time per checkpoint, warm: generative evaluation vs probing",
                  report.plot_latency(lat, os.path.join(fig_dir, "latency.png"))))
-  sections = [("Headline", headline(summary)), ("Bars", _bars_text(summary["bars"])),
-              ("Settings", _settings_text(summary))]
+  if summary.get("audit"):
+    figs.append(("Audited task accuracy at later checkpoints: PPI++ (probe + a random audit of "
+                 f"{summary['audit']['audit_questions_per_task']} questions per task) and audit-only 95% CIs, "
+                 "probe-only estimate, measured accuracy",
+                 audit_figures.plot_audited_accuracy(summary["audit"], os.path.join(fig_dir, "audited_accuracy.png"))))
+    figs.append(("Predicted vs measured pass@k at later checkpoints (held-out questions)",
+                 audit_figures.plot_pass_at_k(summary["pass_at_k"], os.path.join(fig_dir, "pass_at_k.png"))))
+  sections = [("Headline", headline(summary)), ("Bars", _bars_text(summary["bars"]))]
+  if summary.get("audit"):
+    sections.append(("Audited task accuracy", _audit_text(summary)))
+  if summary.get("testbed_checks"):
+    sections.append(("Testbed checks", _checks_text(summary["testbed_checks"])))
+  sections.append(("Settings", _settings_text(summary)))
   path = os.path.join(workdir, "report.md")
   report.write_markdown_report(path, title="Probing in-training checkpoints: testbed demo", sections=sections,
                                figures=figs)
@@ -176,13 +235,43 @@ def _bars_text(b: dict) -> str:
     if isinstance(v, dict) and "met" in v and "bar" in v:
       state = {True: "met", False: "MISSED", None: "not measured"}[v["met"]]
       fam = f" ({v['family']})" if v.get("family") else ""
-      lines.append(f"- {name}{fam}: {_fmt(v['value'])} (bar {v['op']} {v['bar']}): {state}")
-  for f, v in b.get("every_family_beats_task_prior", {}).items():
-    lines.append(f"- {f} beats the task prior: {'yes' if v['met'] else 'NO'} "
-                 f"(same {_fmt(v['same'])} vs {_fmt(v['task_prior_same'])}, later {_fmt(v['later'])} vs "
-                 f"{_fmt(v['task_prior_later'])})")
-  for f, rivals in b.get("baselines_as_good_as_family", {}).items():
-    lines.append(f"- note: baseline(s) {', '.join(rivals)} do as well as {f} (within 0.005 AUROC)")
+      ci = f" 95% CI [{_fmt(v['ci'][0])}, {_fmt(v['ci'][1])}]" if v.get("ci") else ""
+      vs = f" vs {v['best_baseline']}" if v.get("best_baseline") else ""
+      lines.append(f"- {name}{fam}{vs}: {_fmt(v['value'])}{ci} (bar {v['op']} {v['bar']}): {state}")
+  return "\n".join(lines)
+
+
+def _audit_text(summary: dict) -> str:
+  a = summary["audit"]
+  lines = [f"- family {a.get('family')}; {a['audit_questions_per_task']} audited questions per (task, checkpoint); "
+           f"coverage of the PPI++ 95% CI {_fmt(a['coverage'])}, mean |error| PPI++ {_fmt(a['abs_error_mean'])}, "
+           f"audit only {_fmt(a['abs_error_audit_only_mean'])}, probe only {_fmt(a['abs_error_probe_only_mean'])}; "
+           f"median ESS gain {_fmt(a['ess_gain_median'], '.2f')}, median half-width {_fmt(a['ci_halfwidth_median'])}"]
+  for n, v in a["by_size"].items():
+    lines.append(f"- n = {n}: coverage {_fmt(v['coverage'])}, |error| {_fmt(v['abs_error_mean'])} (audit only "
+                 f"{_fmt(v['abs_error_audit_only_mean'])}), ESS gain {_fmt(v['ess_gain_median'], '.2f')}, "
+                 f"half-width {_fmt(v['ci_halfwidth_median'])}")
+  plan = a.get("planning") or {}
+  if plan:
+    lines.append(f"- planning: for a ±{plan.get('target_halfwidth')} half-width, PPI++ needs "
+                 f"{plan.get('questions_needed_per_task_ppi')} and audit alone "
+                 f"{plan.get('questions_needed_per_task_audit_only')} questions per task")
+  for k, v in (summary.get("pass_at_k") or {}).items():
+    lines.append(f"- pass@{k}: mean |predicted - measured| {_fmt(v.get('abs_error_mean'))}")
+  cells = (summary.get("drift") or {}).get("cells") or {}
+  fired = sorted(key for key, v in cells.items() if v.get("alarm"))
+  lines.append(f"- drift alarm ('probe stale: relabel') on {len(fired)} of {len(cells)} later cells: "
+               + (", ".join(fired) if fired else "none"))
+  return "\n".join(lines)
+
+
+def _checks_text(checks: dict) -> str:
+  lines = []
+  for name, v in checks.items():
+    if isinstance(v, dict) and "met" in v:
+      state = {True: "met", False: "MISSED", None: "not measured"}[v["met"]]
+      extra = f" {v['skills']}" if v.get("skills") is not None else ""
+      lines.append(f"- {name}: {_fmt(v['value'])} (bar {v['op']} {v['bar']}){extra}: {state}")
   return "\n".join(lines)
 
 
@@ -198,4 +287,6 @@ def _settings_text(summary: dict) -> str:
       f"- tasks: {', '.join(s['tasks'])}; families: {', '.join(s['families'])}",
       f"- labels: k={s['labels']['num_samples']}, T={s['labels']['temperature']}; held-out questions: "
       f"{s['test_frac']:.0%} by hash",
-      f"- {mon_line}", f"- stage wall times: {stages}", f"- {s['selection']}"])
+      f"- {mon_line}", f"- stage wall times: {stages}", f"- {s['selection']}",
+      "- selection scores (" + (summary.get("selection") or {}).get("protocol", "none") + "): "
+      + ", ".join(f"{f} {_fmt(v)}" for f, v in ((summary.get("selection") or {}).get("scores") or {}).items())])

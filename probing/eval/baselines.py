@@ -1,13 +1,17 @@
 """Baselines on the same splits as the probes, prediction records, and their evaluation.
 
-Baselines: the task prior (mean training pass@1 of the task), the task x difficulty prior,
-the gold-answer NLL (no training; p = exp(-NLL), a monotone map of the score -NLL, from the
-mean or the sum over reference tokens) and sklearn's LogisticRegression on the same
-standardized features. All fitted on training rows only.
+The cheap signals a skeptic would run instead of a probe, all fitted on training rows only:
+the task prior (mean training pass@1 of the task), the task x difficulty prior, the gold-answer
+NLL (no training; p = exp(-NLL), a monotone map of the score -NLL, from the mean or the sum over
+reference tokens), a metadata LR (per task, on the question's content features: carries,
+number of solutions, ...) and a surface LR (per task, on prompt length and character 1-3-grams,
+the TF-IDF baseline of the probing-for-success literature). sklearn's LogisticRegression on the
+probe's own features is a second trainer of a probe, a reference, not a cheap baseline
+(`references`).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
@@ -17,9 +21,10 @@ if TYPE_CHECKING:  # rows and splits of probing.probes.data (which trains on the
   from probing.probes.data import ProbeData, Split
 
 
-def baselines(data: ProbeData, split: Split, *, sklearn_c: float = 0.1, use_sklearn: bool = True
+def baselines(data: ProbeData, split: Split, *, questions: Mapping[tuple[str, str], Any] | None = None
               ) -> dict[str, np.ndarray]:
-  """Predicted p per row for each baseline, fitted on split.train only."""
+  """Predicted p per row for each cheap baseline, fitted on split.train only. `questions`
+  ((task, question_id) -> Question) enables the metadata and surface baselines."""
   tr = np.asarray(split.train, bool)
   y = data.y
   overall = float(np.mean(y[tr]))
@@ -35,8 +40,61 @@ def baselines(data: ProbeData, split: Split, *, sklearn_c: float = 0.1, use_skle
   if "nll" in data.inputs:  # no training: a monotone map of -NLL into (0, 1]
     out["gold_nll_mean"] = np.exp(-data.inputs["nll"][:, 0])
     out["gold_nll_sum"] = np.exp(-data.inputs["nll"][:, 1])
-  if use_sklearn and "x" in data.inputs:
-    out["sklearn_logreg"] = sklearn_logreg(data.inputs["x"].reshape(len(data), -1), y, tr, c=sklearn_c)
+  if questions is not None:
+    rows = [questions[(t, q)] for t, q in zip(data.task, data.question_id)]
+    out["metadata_lr"] = _per_task_lr(data, tr, _metadata_features(rows, data.task), out["task_prior"])
+    out["surface_lr"] = _per_task_lr(data, tr, _surface_features(rows, data.task, tr), out["task_prior"])
+  return out
+
+
+def references(data: ProbeData, split: Split, *, sklearn_c: float = 0.1) -> dict[str, np.ndarray]:
+  """Other trainers of a probe on the same activations (not cheap baselines)."""
+  if "x" not in data.inputs:
+    return {}
+  return {"sklearn_logreg": sklearn_logreg(data.inputs["x"].reshape(len(data), -1), data.y,
+                                           np.asarray(split.train, bool), c=sklearn_c)}
+
+
+def _metadata_features(rows: list, tasks: np.ndarray) -> dict[str, np.ndarray]:
+  """task -> (rows of that task x features): numeric metadata (the level included), with the
+  level also one-hot, so the LR can at least reproduce the task x level prior."""
+  out = {}
+  for task in sorted(set(tasks)):
+    idx = np.flatnonzero(tasks == task)
+    keys = sorted({k for i in idx for k, v in (rows[i].metadata or {}).items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    levels = sorted({rows[i].difficulty for i in idx if rows[i].difficulty is not None})
+    feats = [[float((rows[i].metadata or {}).get(k, 0.0)) for k in keys]
+             + [float(rows[i].difficulty == lv) for lv in levels] for i in idx]
+    out[task] = np.asarray(feats, np.float64).reshape(len(idx), -1)
+  return out
+
+
+def _surface_features(rows: list, tasks: np.ndarray, train: np.ndarray) -> dict[str, np.ndarray]:
+  """task -> prompt length (characters) and TF-IDF of character 1-3-grams (vocabulary from the
+  task's training prompts)."""
+  from sklearn.feature_extraction.text import TfidfVectorizer
+  out = {}
+  for task in sorted(set(tasks)):
+    idx = np.flatnonzero(tasks == task)
+    prompts = [rows[i].prompt for i in idx]
+    fit_on = [p for p, t in zip(prompts, train[idx]) if t] or prompts
+    vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), min_df=2, max_features=2000).fit(fit_on)
+    tfidf = vec.transform(prompts).toarray()
+    out[task] = np.concatenate([np.asarray([[len(p)] for p in prompts], np.float64), tfidf], axis=1)
+  return out
+
+
+def _per_task_lr(data: ProbeData, train: np.ndarray, features: dict[str, np.ndarray], fallback: np.ndarray,
+                 c: float = 1.0) -> np.ndarray:
+  """One standardized LogisticRegression per task on soft labels (each row twice, weights y and 1-y)."""
+  out = np.array(fallback, np.float64)
+  for task, x in features.items():
+    idx = np.flatnonzero(data.task == task)
+    tr = train[idx]
+    if x.shape[1] == 0 or not tr.any() or np.ptp(data.y[idx][tr]) == 0:
+      continue
+    out[idx] = sklearn_logreg(x, data.y[idx], tr, c=c)
   return out
 
 

@@ -218,14 +218,16 @@ class Split:
 
 
 def question_roles(tasks: Sequence[str], question_ids: Sequence[str], test_frac: float,
-                   val_frac: float) -> np.ndarray:
-  """'test' / 'val' / 'train' per question by a stable hash (the same at every checkpoint)."""
+                   val_frac: float, seed: int = 0) -> np.ndarray:
+  """'test' / 'val' / 'train' per question by a stable hash (the same at every checkpoint);
+  another `seed` draws another split."""
+  salt = f"seed{seed}/" if seed else ""
   roles = []
   for t, q in zip(tasks, question_ids):
-    if split_unit(t, q) < test_frac:
+    if split_unit(t, q, salt) < test_frac:
       roles.append("test")
     else:
-      roles.append("val" if split_unit(t, q, "val/") < val_frac else "train")
+      roles.append("val" if split_unit(t, q, salt + "val/") < val_frac else "train")
   return np.asarray(roles, dtype=object)
 
 

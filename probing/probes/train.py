@@ -25,7 +25,7 @@ from flax import nnx
 
 from probing import cards
 from probing.eval import metrics as metrics_lib
-from probing.eval.baselines import baselines, evaluate, to_records
+from probing.eval.baselines import baselines, evaluate, references, to_records
 from probing.features import FeatureError, extraction_code_version
 from probing.probes import heads as heads_lib
 from probing.probes.config import ProbeConfig, TrainConfig
@@ -245,6 +245,7 @@ def train_and_evaluate(data: ProbeData, split: Split, cfg: ProbeConfig, train_cf
              "seconds": {"train": t1 - t0, "predict": time.perf_counter() - t1},
              "probe": evaluate(data, p, split.test), "validation": probe.card["validation"]}
   if with_baselines:
-    metrics["baselines"] = {name: evaluate(data, bp, split.test)
-                            for name, bp in baselines(data, split, sklearn_c=sklearn_c).items()}
+    metrics["baselines"] = {name: evaluate(data, bp, split.test) for name, bp in baselines(data, split).items()}
+    metrics["references"] = {name: evaluate(data, bp, split.test)
+                             for name, bp in references(data, split, sklearn_c=sklearn_c).items()}
   return {"probe": probe, "p": p, "metrics": metrics, "records": to_records(data, p, split.test)}

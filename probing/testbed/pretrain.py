@@ -79,17 +79,32 @@ def pack_rows(examples: Iterator[tuple[str, str]], tokenizer, rows: int, seq_len
 
 @dataclasses.dataclass(frozen=True)
 class PackedStream:
-  """Deterministic packed batches: `batch(step)` depends only on `(seed, step)`."""
+  """Deterministic packed batches: `batch(step)` depends only on `(seed, step)`.
+
+  `windows` stagger the mixture: skill i's data is in the stream only while
+  `start_i <= step / total_steps < stop_i` (skills learned late, and one that is dropped and
+  regresses), so skills rise before and after a probe cutoff.
+  """
   skills: tuple[str, ...]
   tokenizer: Any
   batch_size: int
   seq_len: int
   seed: int = 0
   weights: tuple[float, ...] | None = None
+  windows: tuple[tuple[float, float], ...] | None = None
+  total_steps: int = 1
+
+  def mixture(self, step: int) -> tuple[float, ...]:
+    """Each skill's weight at `step` (0 outside its window)."""
+    weights = self.weights or (1.0,) * len(self.skills)
+    if not self.windows:
+      return tuple(weights)
+    frac = step / max(1, self.total_steps)
+    return tuple(w if lo <= frac < hi else 0.0 for w, (lo, hi) in zip(weights, self.windows))
 
   def batch(self, step: int) -> dict[str, np.ndarray]:
     rng = random.Random(f"pretrain/{self.seed}/{step}")
-    examples = skills.training_examples(self.skills, rng, self.weights)
+    examples = skills.training_examples(self.skills, rng, self.mixture(step))
     return pack_rows(examples, self.tokenizer, self.batch_size, self.seq_len)
 
 
@@ -236,8 +251,14 @@ def build_run(config) -> tuple[CharTokenizer, Olmo3Config, Trainer, PackedStream
   weights = tuple(config.data.skill_weights) if config.data.skill_weights else None
   if weights is not None and len(weights) != len(config.data.skills):
     raise ValueError(f"data.skill_weights has {len(weights)} entries for {len(config.data.skills)} skills")
+  windows = tuple(tuple(w) for w in config.data.get("skill_windows", ())) or None
+  if windows is not None and (len(windows) != len(config.data.skills)
+                              or any(len(w) != 2 or not 0 <= w[0] < w[1] for w in windows)):
+    raise ValueError(f"data.skill_windows must hold one (start, stop) fraction pair per skill with "
+                     f"0 <= start < stop; got {windows} for {len(config.data.skills)} skills")
   stream = PackedStream(tuple(config.data.skills), tokenizer, config.train.batch_size,
-                        config.data.seq_len, seed=config.seed, weights=weights)
+                        config.data.seq_len, seed=config.seed, weights=weights, windows=windows,
+                        total_steps=config.train.steps)
   return tokenizer, mcfg, trainer, stream
 
 

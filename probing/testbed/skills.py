@@ -1,10 +1,11 @@
 """Synthetic skills of the embedded testbed, registered as `syn_*` tasks.
 
-Each skill is a generator `(rng, level) -> (prompt, answer, metadata)` over a character
+Each skill is a generator `(rng, size) -> (prompt, answer, metadata)` over a character
 alphabet (`ALPHABET`, for `probing.tokenizer.CharTokenizer`). A prompt ends in `=` and the
-answer is the text after it; pretraining appends EOS, so completions are scored EOS-free by
-exact match. Every question carries a difficulty level whose structure is visible in the
-prompt (digits, carries, length), so failures are predictable rather than guesses.
+answer is the text after it; pretraining appends EOS. Single-answer skills are scored by exact
+match; the skills of `probing.testbed.reasoning` accept many answers (a verifier, or the final
+answer after `|`). A question's `difficulty` is its declared level (coarse, overlapping bands for
+the testbed-v2 skills); what makes it hard within the level is in its `metadata`.
 
 Held-out split: a prompt is an evaluation prompt iff `stable_hash(prompt) % HELDOUT_MOD == 0`.
 `questions()` draws only from that bucket and `training_example()` never does, so no
@@ -19,9 +20,10 @@ from typing import Callable, Iterator, Sequence
 
 from probing.tasks import register
 from probing.tasks.base import Question, Task, stable_hash
+from probing.testbed import reasoning
 
 # Every character a prompt or answer can hold (ids 3.. of the CharTokenizer).
-ALPHABET = string.digits + string.ascii_lowercase + "+-*<>^&#="
+ALPHABET = string.digits + string.ascii_lowercase + "+-*<>^&#=,;:|"
 HELDOUT_MOD = 5
 PREFIX = "syn_"
 
@@ -70,12 +72,6 @@ def gen_sub(rng: random.Random, level: int):
   return f"{a}-{b}=", str(a - b), {"borrows": _borrows(a, b)}
 
 
-def gen_mul(rng: random.Random, level: int):
-  """`a*b=`: `a` has `level` digits, `b` is one digit in 2..9."""
-  a, b = _number(rng, level), rng.randint(2, 9)
-  return f"{a}*{b}=", str(a * b), {}
-
-
 def gen_sort(rng: random.Random, level: int):
   """`^digits=`: sort `level` digits ascending."""
   s = "".join(rng.choice(string.digits) for _ in range(level))
@@ -113,27 +109,61 @@ def gen_inc(rng: random.Random, level: int):
 
 @dataclasses.dataclass(frozen=True)
 class Skill:
-  """One synthetic skill: a generator and its difficulty levels (easiest first)."""
+  """One synthetic skill: a generator over content sizes, and its declared difficulty levels.
+
+  With `banded`, the declared level is coarse and noisy, as human difficulty ratings are: level 1
+  draws the size from the lower two thirds of `sizes`, level 2 from the upper two thirds, so the
+  bands overlap. The size itself (length, operand count, ...) goes to the question's metadata
+  with the other content features, where the metadata baseline can read it.
+  """
   name: str
   generate: Generator
-  levels: tuple[int, ...]
+  sizes: tuple[int, ...]
   description: str
   max_answer_chars: int
+  # (prompt, reference, completion) -> correct? for skills with many valid answers; None = exact match.
+  verify: Callable[[str, str, str], bool] | None = None
+  banded: bool = False
 
   @property
   def task_name(self) -> str:
     return PREFIX + self.name
 
+  @property
+  def levels(self) -> tuple[int, ...]:
+    return (1, 2) if self.banded else self.sizes
+
+  def band(self, level: int) -> tuple[int, ...]:
+    if not self.banded:
+      return (level,)
+    n = len(self.sizes)
+    return self.sizes[:-(-2 * n // 3)] if level == 1 else self.sizes[n // 3:]
+
+  def draw(self, rng: random.Random, level: int) -> tuple[str, str, dict]:
+    """(prompt, answer, metadata) at a declared level."""
+    size = rng.choice(self.band(level))
+    prompt, answer, meta = self.generate(rng, size)
+    return prompt, answer, ({"size": size, **meta} if self.banded else meta)
+
 
 SKILLS: dict[str, Skill] = {s.name: s for s in (
     Skill("add", gen_add, (1, 2, 3), "a+b= with up to `level` digits", 4),
     Skill("sub", gen_sub, (1, 2, 3), "a-b= (a >= b), a has `level` digits", 3),
-    Skill("mul", gen_mul, (1, 2, 3, 4, 5, 6), "a*b=, a has `level` digits, b in 2..9", 7),
+    Skill("sum", reasoning.gen_sum, (2, 3, 4), "s:a,b,..= add 2-4 numbers with a trace|total", 36,
+          reasoning.verify_final, banded=True),
+    Skill("mul", reasoning.gen_mul, (2, 3), "a*b=, partial products then |product", 32, reasoning.verify_final,
+          banded=True),
+    Skill("path", reasoning.gen_path, (5, 6, 7, 8), "g:edges;s>t= any simple path, 5-8 edges", 6,
+          reasoning.verify_path, banded=True),
+    Skill("change", reasoning.gen_change, (3, 4, 5), "c:digits>t= any subset summing to t", 9,
+          reasoning.verify_change, banded=True),
+    Skill("nodup", reasoning.gen_nodup, (4, 5, 6, 7, 8), "n:letters= rearranged, no equal neighbours", 8,
+          reasoning.verify_nodup, banded=True),
     Skill("sort", gen_sort, (3, 4, 5, 6, 7, 8, 9), "^digits= sorted ascending, `level` digits", 9),
-    Skill("rev", gen_rev, tuple(range(2, 15)), "<letters= reversed, `level` letters", 14),
+    Skill("rev", gen_rev, tuple(range(2, 11)), "<letters= reversed, 2-10 letters", 10, banded=True),
     Skill("shift", gen_shift, (2, 3, 4, 5, 6, 7, 8), ">letters= each letter +1, `level` letters", 8),
     Skill("dup", gen_dup, (2, 3, 4, 5, 6), "&letters= each letter doubled, `level` letters", 12),
-    Skill("inc", gen_inc, (2, 3, 4, 5, 6, 7), "n#= n + 1, n has `level` digits", 7),
+    Skill("inc", gen_inc, (2, 3, 4, 5, 6, 7), "n#= n + 1, n has 2-7 digits", 7, banded=True),
 )}
 
 
@@ -147,7 +177,7 @@ def get_skill(name: str) -> Skill:
 def training_example(skill: Skill, rng: random.Random, max_tries: int = 1000) -> tuple[str, str]:
   """One (prompt, answer) from the training bucket, at a uniformly drawn difficulty level."""
   for _ in range(max_tries):
-    prompt, answer, _ = skill.generate(rng, rng.choice(skill.levels))
+    prompt, answer, _ = skill.draw(rng, rng.choice(skill.levels))
     if not is_heldout(prompt):
       return prompt, answer
   raise RuntimeError(f"skill {skill.name}: no training prompt in {max_tries} draws")
@@ -193,7 +223,7 @@ class SyntheticTask(Task):
         if count >= n:
           break
         for _ in range(400):
-          prompt, answer, meta = self.skill.generate(rng, level)
+          prompt, answer, meta = self.skill.draw(rng, level)
           if prompt not in seen and is_heldout(prompt):
             break
         else:
@@ -205,7 +235,10 @@ class SyntheticTask(Task):
                        reference=answer, difficulty=level, metadata={"level": level, **meta})
 
   def score(self, question: Question, completion: str) -> float:
-    return float(self.truncate(completion).strip() == question.reference)
+    text = self.truncate(completion).strip()
+    if self.skill.verify is None:
+      return float(text == question.reference)
+    return float(self.skill.verify(question.prompt, question.reference, text))
 
 
 def make_task(name: str, num_questions: int = 200, seed: int = 0) -> SyntheticTask:

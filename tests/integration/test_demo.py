@@ -37,17 +37,31 @@ def test_outputs_and_schema(smoke_run):
   assert {"checkpoint_step", "task", "question_id", "k", "c"} <= set(labels[0])
   assert {"checkpoint_step", "task", "question_id", "probe", "p", "split"} <= set(preds[0])
   assert {p["split"] for p in preds} <= {"train", "val", "test"}
-  families = {p["probe"] for p in preds if not p["probe"].startswith("baseline:")}
+  families = {p["probe"] for p in preds if ":" not in p["probe"]}
+  assert {p["probe"].split(":")[0] for p in preds if ":" in p["probe"]} == {"baseline", "reference"}
   assert families == {"linear", "mlp", "attention", "submodel", "hybrid"}
   with open(os.path.join(workdir, "summary.json")) as f:
     s = json.load(f)
   for key in ("auroc_same_checkpoint", "auroc_later_checkpoints", "task_accuracy_abs_error", "latency_seconds",
-              "latency_seconds_real_task", "baselines", "settings", "bars", "stage_seconds"):
+              "latency_seconds_real_task", "baselines", "references", "settings", "bars", "stage_seconds",
+              "headline", "paired_differences", "testbed_checks", "selection"):
     assert key in s, key
   assert set(s["auroc_same_checkpoint"]) == families
   for block in ("latency_seconds", "latency_seconds_real_task"):
     assert {"generative_eval", "probe", "ratio"} <= set(s[block])
-  assert {"task_prior", "task_difficulty_prior", "sklearn_logreg", "gold_nll_sum"} <= set(s["baselines"])
+  assert {"task_prior", "task_difficulty_prior", "metadata_lr", "surface_lr", "gold_nll_sum",
+          "gold_nll_mean"} <= set(s["baselines"])
+  assert set(s["references"]) == {"sklearn_logreg"}
+  assert s["settings"]["activation_only_families"] == ["linear", "mlp", "attention", "submodel"]
+  for block in list(s["auroc_later_checkpoints"].values()) + [b["auroc_later_checkpoints"] for b in s["baselines"].values()]:
+    assert {"mean", "ci_low", "ci_high", "cells", "per_task"} <= set(block)
+    if block["mean"] is not None and block["ci_low"] is not None:
+      assert block["ci_low"] <= block["mean"] + 0.05 and block["mean"] - 0.05 <= block["ci_high"]
+  assert s["headline"]["family"] in s["settings"]["activation_only_families"]
+  assert set(s["selection"]["scores"]) == set(s["settings"]["activation_only_families"])
+  for name, check in s["testbed_checks"].items():
+    if isinstance(check, dict) and "met" in check:
+      assert {"value", "bar", "met"} <= set(check), name
   steps = sorted({r["checkpoint_step"] for r in labels})
   assert len(steps) >= 8 and s["settings"]["train_checkpoints"] == steps[:len(s["settings"]["train_checkpoints"])]
   assert len(s["settings"]["train_checkpoints"]) >= 3
@@ -64,10 +78,13 @@ def test_summary_recomputes_from_the_jsonl_files(smoke_run):
   preds = _jsonl(os.path.join(workdir, "predictions.jsonl"))
   with open(os.path.join(workdir, "summary.json")) as f:
     s = json.load(f)
-  again = demo_eval.summary_from_records(preds, labels)
+  again = demo_eval.summary_from_records(preds, labels, activation_only=s["settings"]["activation_only_families"],
+                                         selection=s["selection"]["scores"])
   for key in ("auroc_same_checkpoint", "auroc_later_checkpoints"):
     for fam, block in s[key].items():
       assert again[key][fam]["mean"] == block["mean"]
+      assert again[key][fam]["ci_low"] == pytest.approx(block["ci_low"])
+  assert json.loads(json.dumps(again["headline"])) == s["headline"]  # paired CIs included
   # and independently of our own join: one family's later-checkpoint AUROC from scratch
   index = {(r["checkpoint_step"], r["task"], r["question_id"]): r for r in labels}
   recs = [dict(p, c=index[(p["checkpoint_step"], p["task"], p["question_id"])]["c"],
