@@ -59,6 +59,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.labels.temperature = 0.6
   c.labels.top_p = 0.95
   c.labels.greedy = True
+  c.labels.max_new_tokens = None  # each task's own budget, as a real evaluation runs it
   c.labels.batch_size = 128
   c.labels.limit = None  # questions per skill; None = all the task has
   c.labels.tokenizer = "char"  # the testbed's alphabet; real checkpoints: their tokenizer.json
@@ -99,6 +100,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if preset == "smoke":
     c.labels.num_samples = 4
     c.labels.limit = 24
+    c.labels.max_new_tokens = 37  # one budget for every skill: one sampler program to compile
     c.monitor.every = 8
     c.real_task.questions = 4
     c.real_task.num_samples = 2

@@ -156,7 +156,6 @@ class Demo:
     c.checkpoint, c.tasks, c.out_dir = path, ",".join(self.task_names), out_dir
     if self.external:
       c.checkpoint_step = dict((p, s) for s, p in self.external)[path]
-    c.max_new_tokens = None  # each task's own budget, as a real evaluation runs it
     return c
 
   def load(self, path: str):
