@@ -9,7 +9,9 @@
   load_any      either kind of directory -> (Olmo3, metadata)
   make_mesh     a ('data', 'fsdp', 'tensor') mesh from 'fsdp=-1,tensor=4'-style specs
   shard_model   places a model's params per the logical-axis rules table
-  generate      batched KV-cache sampling (`SamplingParams`)
+  generate      batched KV-cache sampling (`SamplingParams`); `models.continuous` refills decode
+                slots as rows stop (continuous batching)
+  slots_for_budget  how many decode slots a KV-cache budget (GiB) holds for a model config
 
 `models/` knows nothing of probes or tasks. Names are resolved on first use (PEP 562), so
 importing one submodule (e.g. `models.io`) does not load the rest.
@@ -21,10 +23,11 @@ _EXPORTS = {
     "Olmo3Config": "models.config", "load_hf": "models.convert", "save_hf": "models.convert",
     "Olmo3": "models.olmo3", "init_model": "models.olmo3", "SamplingParams": "models.sampling",
     "generate": "models.sampling", "make_mesh": "models.sharding", "shard_model": "models.sharding",
+    "slots_for_budget": "models.kv_budget",
 }
 
 __all__ = ["Olmo3", "Olmo3Config", "SamplingParams", "generate", "init_model", "load", "load_any", "load_hf",
-           "make_mesh", "save", "save_hf", "shard_model"]
+           "make_mesh", "save", "save_hf", "shard_model", "slots_for_budget"]
 
 
 def __getattr__(name: str):

@@ -261,23 +261,25 @@ class Olmo3(nnx.Module):
     return logits[..., : self.config.vocab_size]
 
   def prefill(self, input_ids: jax.Array, attention_mask: jax.Array | None = None, *,
-              depth: int | None = None, query_block: int = 128):
+              depth: int | None = None, query_block: int = 128, prefix: SharedPrefix | None = None):
     """Runs [B, P] (left-padded) through the first `depth` blocks (default: all), keeping K/V.
 
     Returns (hidden states: depth + 1 arrays [B, P, D]; per block the keys/values [B, Pk, KV, hd]
     a continuation can attend to: all P on full layers, the last `window` on sliding ones).
-    The sampler's prompt pass and `prefix_cache` both run this.
+    The sampler's prompt pass and `prefix_cache` both run this. With `prefix`, the rows continue
+    it (positions start after it; its K/V are not returned), as in `__call__`.
     """
     b, p = input_ids.shape
     depth = self.config.num_hidden_layers if depth is None else depth
     valid = jnp.ones((b, p), bool) if attention_mask is None else attention_mask.astype(bool)
-    positions = default_positions(attention_mask, None, b, p)
+    positions = default_positions(attention_mask, None, b, p) + (0 if prefix is None else prefix.length)
     x = self.embed(input_ids)
     states, kv = [x], []
-    for block in self.blocks[:depth]:
+    for i, block in enumerate(self.blocks[:depth]):
       attn = block.attn
       q, k, v = attn.project(x, positions)
-      o = blocked_self_attention(attn.attend, q, k, v, valid, None, attn.window, query_block)
+      pre = None if prefix is None else (*prefix.kv[i], prefix.length)
+      o = blocked_self_attention(attn.attend, q, k, v, valid, None, attn.window, query_block, pre, positions)
       x = block.finish(x, attn.output(o))
       states.append(x)
       keep = p if attn.window is None else min(p, attn.window)

@@ -14,6 +14,9 @@ Why it is shaped this way (measured on CPU; BENCHMARKS.md has the figures):
     differently shaped matmuls, which the tests find exact on CPU);
   * the sampling primitives avoid ops that XLA CPU runs slowly: argmax, a vocab-wide cumsum
     and sort (see `_argmax`, `_inverse_cdf`, `_top_p_mask`).
+This is the static sampler: a batch decodes until its longest row stops. `models.continuous`
+refills decode slots as rows stop (what the label job runs); it reuses `_prefill`, `_shared_attend`
+and `_select`, so a sample gets the same tokens from both.
 """
 from __future__ import annotations
 
@@ -117,32 +120,44 @@ def _constrain(x, mesh, logical):
 _CACHE_AXES = ("batch", "length", "kv_heads", "head_dim")
 
 
-def _prefill(model: Olmo3, ids, mask, mesh):
-  """Runs the prompt; returns last-column logits [B, V] and per-layer prompt K/V (window-trimmed)."""
-  states, kv = model.prefill(ids, mask)
+def _prefill(model: Olmo3, ids, mask, mesh, prefix=None):
+  """Runs the prompt; returns last-column logits [B, V] and per-layer prompt K/V (window-trimmed).
+  With `prefix` (a `SharedPrefix`) the rows continue it and the K/V are those of the rows only."""
+  states, kv = model.prefill(ids, mask, prefix=prefix)
   kv = [(_constrain(k, mesh, _CACHE_AXES), _constrain(v, mesh, _CACHE_AXES)) for k, v in kv]
   return model.logits_from_hidden(states[-1][:, -1]), kv
 
 
-def _shared_attend(q, kp, vp, allowed_p, kg, vg, allowed_g, num_samples):
+def _shared_attend(q, kp, vp, allowed_p, kg, vg, allowed_g, num_samples, shared=None):
   """One query per row over its prompt's keys (shared by k rows) and its own generated keys.
 
-  q [R, H, hd]; kp/vp [B, Pk, KV, hd], allowed_p [B, Pk]; kg/vg [R, G, KV, hd], allowed_g [G]
-  (same for every row). Same math as `Attention.attend`: fp32 scores and softmax.
+  q [R, H, hd]; kp/vp [B, Pk, KV, hd], allowed_p [B, Pk] (or [B, k, Pk] per row); kg/vg
+  [R, G, KV, hd], allowed_g [G] (same for every row) or [R, G]. `shared` = (kx, vx [1, Px, KV, hd],
+  allowed_x [R, Px] or None): keys every row reads first (a prefix common to all prompts; the
+  continuous sampler's). Same math as `Attention.attend`: fp32 scores and softmax.
   """
   r, h, hd = q.shape
   b, kvh = kp.shape[0], kp.shape[2]
   g = h // kvh
   scale = hd ** -0.5
   qg = q.reshape(r, kvh, g, hd)
+  ap = allowed_p[:, None] if allowed_p.ndim == 2 else allowed_p
   sp = jnp.einsum("bskgh,bpkh->bskgp", qg.reshape(b, num_samples, kvh, g, hd), kp,
                   preferred_element_type=jnp.float32) * scale
-  sp = jnp.where(allowed_p[:, None, None, None, :], sp, _NEG).reshape(r, kvh, g, -1)
+  sp = jnp.where(ap[:, :, None, None, :], sp, _NEG).reshape(r, kvh, g, -1)
   sg = jnp.einsum("rkgh,rnkh->rkgn", qg, kg, preferred_element_type=jnp.float32) * scale
-  sg = jnp.where(allowed_g, sg, _NEG)
-  probs = jax.nn.softmax(jnp.concatenate([sp, sg], axis=-1), axis=-1).astype(vp.dtype)
-  pp, pg = probs[..., :kp.shape[1]], probs[..., kp.shape[1]:]
+  sg = jnp.where(allowed_g if allowed_g.ndim == 1 else allowed_g[:, None, None, :], sg, _NEG)
+  parts = [sp, sg]
+  if shared is not None:
+    kx, vx, allowed_x = shared
+    sx = jnp.einsum("rkgh,pkh->rkgp", qg, kx[0], preferred_element_type=jnp.float32) * scale
+    parts.insert(0, sx if allowed_x is None else jnp.where(allowed_x[:, None, None, :], sx, _NEG))
+  probs = jax.nn.softmax(jnp.concatenate(parts, axis=-1), axis=-1).astype(vp.dtype)
+  px = 0 if shared is None else shared[0].shape[1]
+  pp, pg = probs[..., px:px + kp.shape[1]], probs[..., px + kp.shape[1]:]
   out = jnp.einsum("bskgp,bpkh->bskgh", pp.reshape(b, num_samples, kvh, g, -1), vp).reshape(r, kvh, g, hd)
+  if shared is not None:
+    out = jnp.einsum("rkgp,pkh->rkgh", probs[..., :px], shared[1][0]) + out
   out = out + jnp.einsum("rkgn,rnkh->rkgh", pg, vg)
   return out.reshape(r, 1, h, hd)
 
@@ -193,14 +208,15 @@ def _inverse_cdf(probs, u, block: int = 64):
 
 
 def _select(logits, row_keys, step, temperature, top_p, st: DecodeSpec):
-  """Next token per row: argmax, or inverse-CDF sampling with one uniform per row."""
+  """Next token per row: argmax, or inverse-CDF sampling with one uniform per row.
+  `step` is the index of the token being drawn: one for all rows, or per row [R]."""
   if st.greedy:
     return _argmax(logits)
   logits = logits.astype(jnp.float32) / temperature
   probs = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
   if st.use_top_p:
     probs = jnp.where(_top_p_mask(probs / jnp.sum(probs, axis=-1, keepdims=True), top_p), probs, 0)
-  keys = jax.vmap(jax.random.fold_in, (0, None))(row_keys, step)
+  keys = jax.vmap(jax.random.fold_in, (0, None if jnp.ndim(step) == 0 else 0))(row_keys, step)
   u = 1.0 - jax.vmap(lambda k: jax.random.uniform(k, (), jnp.float32))(keys)  # (0, 1]
   return _inverse_cdf(probs, u)
 

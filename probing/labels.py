@@ -8,10 +8,17 @@ greedy one) with `models.sampling`, decode, cut at the task's stop strings, scor
 The label file (`<checkpoint>.jsonl`) has one reader, `read_label_file`, behind `read_finished`
 (resuming) and `read_labels` (training).
 
+Two samplers give the same labels for the same seed (`config.sampler`): 'continuous' (default,
+`models.continuous`) runs a task's questions through decode slots sized by `config.kv_cache_gib`
+and refilled as rows stop, k samples and the greedy answer together, and writes records as
+questions finish; 'static' decodes batches of `batch_size` questions, each until its longest row
+stops.
+
 Resumable because every sample's random stream depends only on (seed, task/question id, sample
-index), batches are cut from the full ordered question list (a rerun recomputes a partly written
-batch whole and writes only its missing records, so it runs the very same programs), records
-are appended per batch with flush + fsync, and a torn last line is cut off on restart.
+index), so a question's tokens do not depend on which others run beside it; the static sampler
+also cuts batches from the full ordered question list (a rerun recomputes a partly written batch
+whole and writes only its missing records, so it runs the very same programs). Records are
+appended with flush + fsync, and a torn last line is cut off on restart.
 """
 from __future__ import annotations
 
@@ -24,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 from flax import nnx
 
-from models import io, sampling
+from models import continuous, io, kv_budget, sampling
 from models import sharding as sharding_lib
 from models.config import as_dtype
 from models.version import code_version
@@ -65,6 +72,10 @@ def setup(config) -> Setup:
     raise LabelError(f"max_new_tokens must be >= 1, got {config.max_new_tokens}")
   if config.batch_size < 1 or (config.limit is not None and config.limit < 1):
     raise LabelError("batch_size and limit must be >= 1")
+  if config.sampler not in ("static", "continuous"):
+    raise LabelError(f"sampler must be 'static' or 'continuous', got {config.sampler!r}")
+  if not (config.kv_cache_gib > 0 and config.max_slots >= 1):
+    raise LabelError(f"kv_cache_gib must be > 0 and max_slots >= 1, got {config.kv_cache_gib}, {config.max_slots}")
   try:
     names = task_registry.expand(config.tasks)
   except KeyError as e:
@@ -193,25 +204,15 @@ def _write_provenance(path: str, s: Setup, has_records: bool) -> None:
 # ----------------------------------------------------------------------------- the run
 
 
-def _label_batch(s: Setup, task, questions, graph_state, max_new, stops) -> list[dict]:
-  """Generates, decodes, truncates and scores one batch; returns its records."""
-  tok, c = s.tokenizer, s.config
-  prompts = tok.encode_batch([q.prompt for q in questions])
-  ids = [f"{task.name}/{q.id}" for q in questions]
-  kw = dict(pad_id=tok.pad_id, eos_id=tok.eos_id, mesh=s.mesh, batch_multiple=c.batch_size,
-            graphdef_state=graph_state)
-  params = dataclasses.replace(s.params, max_new_tokens=max_new, stop_token_ids=stops[0],
-                               stop_sequences=stops[1])
-  t0 = time.perf_counter()
-  samples = sampling.generate(s.model, prompts, ids, params, **kw)
-  greedy = (sampling.generate(s.model, prompts, ids, dataclasses.replace(params, temperature=0.0, num_samples=1),
-                              **kw) if c.greedy else None)
+def _records(s: Setup, task, questions, prompts, samples, greedy, max_new, stops, generate_s) -> list[dict]:
+  """Decodes, truncates and scores generated tokens (per question: k lists, and a greedy one or None)."""
+  tok = s.tokenizer
   t1 = time.perf_counter()
-  k = params.num_samples
+  k = s.params.num_samples
   texts = [task.truncate(tok.decode(t)) for per_q in samples for t in per_q]
   flat_q = [q for q in questions for _ in range(k)]
   if greedy is not None:
-    texts += [task.truncate(tok.decode(g[0])) for g in greedy]
+    texts += [task.truncate(tok.decode(g)) for g in greedy]
     flat_q += list(questions)
   scores = [float(x) for x in task.score_many(flat_q, texts)]
   t2 = time.perf_counter()
@@ -226,14 +227,88 @@ def _label_batch(s: Setup, task, questions, graph_state, max_new, stops) -> list
            "num_tokens": [len(t) for t in samples[i]], "prompt_tokens": len(prompts[i]),
            "finished": [bool(t) and (t[-1] in stop_set or len(t) < max_new) for t in samples[i]],
            "greedy": None, "greedy_completion": None, "greedy_num_tokens": None,
-           "timings": {"batch_questions": len(questions), "batch_generate_s": round(t1 - t0, 4),
+           "timings": {"batch_questions": len(questions), "batch_generate_s": round(generate_s, 4),
                        "batch_score_s": round(t2 - t1, 4)}}
     if greedy is not None:
       g = scores[len(questions) * k + i]
       rec.update(greedy=int(g >= 0.5), greedy_completion=texts[len(questions) * k + i],
-                 greedy_num_tokens=len(greedy[i][0]))
+                 greedy_num_tokens=len(greedy[i]))
     records.append(rec)
   return records
+
+
+def _sampling_params(s: Setup, max_new: int, stops) -> sampling.SamplingParams:
+  return dataclasses.replace(s.params, max_new_tokens=max_new, stop_token_ids=stops[0], stop_sequences=stops[1])
+
+
+def _label_batch(s: Setup, task, questions, graph_state, max_new, stops) -> list[dict]:
+  """The static sampler: one batch (k samples, then greedy) generated, decoded and scored."""
+  tok, c = s.tokenizer, s.config
+  prompts = tok.encode_batch([q.prompt for q in questions])
+  ids = [f"{task.name}/{q.id}" for q in questions]
+  kw = dict(pad_id=tok.pad_id, eos_id=tok.eos_id, mesh=s.mesh, batch_multiple=c.batch_size,
+            graphdef_state=graph_state)
+  params = _sampling_params(s, max_new, stops)
+  t0 = time.perf_counter()
+  samples = sampling.generate(s.model, prompts, ids, params, **kw)
+  greedy = (sampling.generate(s.model, prompts, ids, dataclasses.replace(params, temperature=0.0, num_samples=1),
+                              **kw) if c.greedy else None)
+  greedy = None if greedy is None else [g[0] for g in greedy]
+  return _records(s, task, questions, prompts, samples, greedy, max_new, stops, time.perf_counter() - t0)
+
+
+def decode_rows(s: Setup, prompts, prefix_len: int, max_new: int) -> int:
+  """Decode slots of a continuous run: what `kv_cache_gib` holds (models.kv_budget), <= max_slots."""
+  c = s.config
+  rows = kv_budget.slots_for_budget(s.model.config, c.kv_cache_gib, prompt_tokens=max(len(p) for p in prompts) - prefix_len,
+                                    max_new_tokens=max_new, prefix_tokens=prefix_len)
+  if rows < 1:
+    raise LabelError(f"kv_cache_gib={c.kv_cache_gib} holds no decode slot of this task; raise it")
+  return min(rows, c.max_slots)
+
+
+def _label_stream(s: Setup, task, questions, graph_state, max_new, stops, prefix_len=None):
+  """The continuous sampler: every question in one run of decode slots (k samples and the greedy
+  answer together); yields records in groups of `batch_size` questions as they finish."""
+  tok, c = s.tokenizer, s.config
+  prompts = tok.encode_batch([q.prompt for q in questions])
+  if not c.share_prefix:
+    prefix_len = 0
+  elif prefix_len is None:
+    prefix_len = continuous.common_prefix_length(prompts)
+  ids = [f"{task.name}/{q.id}" for q in questions]
+  done, t0 = [], time.perf_counter()
+
+  def flush():
+    rows = [questions[i] for i, _, _ in done], [prompts[i] for i, _, _ in done]
+    samples, greedy = [x for _, x, _ in done], ([g for _, _, g in done] if c.greedy else None)
+    out = _records(s, task, *rows, samples, greedy, max_new, stops, time.perf_counter() - t0)
+    done.clear()
+    return out
+
+  for item in continuous.stream(s.model, prompts, ids, _sampling_params(s, max_new, stops), pad_id=tok.pad_id,
+                                eos_id=tok.eos_id, greedy=c.greedy, rows=decode_rows(s, prompts, prefix_len, max_new),
+                                share_prefix=bool(prefix_len), prefix_len=prefix_len, mesh=s.mesh,
+                                graphdef_state=graph_state):
+    done.append(item)
+    if len(done) >= c.batch_size:
+      yield flush()
+      t0 = time.perf_counter()
+  if done:
+    yield flush()
+
+
+def _task_records(s: Setup, task, todo, graph_state, task_prompts=None):
+  """Records of `todo` (static: batches; continuous: one list of questions), a group at a time."""
+  max_new = int(s.config.max_new_tokens or task.max_new_tokens)
+  stops = stop_tokens(s.tokenizer, task.stop_sequences)
+  if s.config.sampler == "static":
+    for batch in todo:
+      yield _label_batch(s, task, batch, graph_state, max_new, stops)
+  elif todo and todo[0]:
+    # The prefix every prompt of the task shares, so a resumed subset runs the same programs.
+    prefix = None if task_prompts is None or not s.config.share_prefix else continuous.common_prefix_length(task_prompts)
+    yield from _label_stream(s, task, todo[0], graph_state, max_new, stops, prefix)
 
 
 def run(config, *, log: Callable[[str], None] = print) -> dict:
@@ -247,25 +322,29 @@ def run(config, *, log: Callable[[str], None] = print) -> dict:
   plan = []
   for task in s.tasks:
     qs = list(task.questions(config.limit))
-    batches = [qs[i:i + config.batch_size] for i in range(0, len(qs), config.batch_size)]
-    todo = [b for b in batches if any((s.checkpoint, task.name, q.id) not in finished for q in b)]
-    plan.append((task, todo, sum(len(b) for b in todo)))
-  total = sum(n for _, _, n in plan)
+    missing = lambda q, t=task: (s.checkpoint, t.name, q.id) not in finished
+    if config.sampler == "static":  # whole batches of the ordered list: a rerun runs the same programs
+      batches = [qs[i:i + config.batch_size] for i in range(0, len(qs), config.batch_size)]
+      todo = [b for b in batches if any(missing(q) for q in b)]
+    else:  # a question's tokens do not depend on which others run beside it
+      todo = [[q for q in qs if missing(q)]]
+    plan.append((task, todo, sum(len(b) for b in todo), qs))
+  total = sum(n for _, _, n, _ in plan)
   log(f"labels: {s.checkpoint} (step {s.checkpoint_step}) -> {out_path}; {len(finished)} records "
-      f"already there, {total} questions to do")
+      f"already there, {total} questions to do ({config.sampler} sampler)")
   graph_state = nnx.split(s.model)
   done_q = new_records = gen_tokens = 0
   t_start = time.perf_counter()
   with open(out_path, "a") as f:
-    for task, todo, _ in plan:
-      max_new = int(config.max_new_tokens or task.max_new_tokens)
-      stops = stop_tokens(s.tokenizer, task.stop_sequences)
-      for batch in todo:
-        records = _label_batch(s, task, batch, graph_state, max_new, stops)
+    for task, todo, n, qs in plan:
+      if not n:
+        continue
+      prompts = s.tokenizer.encode_batch([q.prompt for q in qs]) if config.share_prefix else None
+      for records in _task_records(s, task, todo, graph_state, prompts):
         fresh = [r for r in records if (s.checkpoint, task.name, r["question_id"]) not in finished]
         io.append_jsonl(f, fresh)
         new_records += len(fresh)
-        done_q += len(batch)
+        done_q += len(records)
         gen_tokens += sum(sum(r["num_tokens"]) + (r["greedy_num_tokens"] or 0) for r in records)
         elapsed = time.perf_counter() - t_start
         rate = done_q / elapsed
@@ -276,14 +355,16 @@ def run(config, *, log: Callable[[str], None] = print) -> dict:
 
 
 def label_questions(s: Setup, task, questions: Sequence) -> list[dict]:
-  """Records for `questions` of `task`, in memory (no files): the core of `run`, for callers
-  that time or embed generative evaluation on an already loaded model."""
-  graph_state = nnx.split(s.model)
-  max_new = int(s.config.max_new_tokens or task.max_new_tokens)
-  stops = stop_tokens(s.tokenizer, task.stop_sequences)
-  bs = s.config.batch_size
-  return [r for i in range(0, len(questions), bs)
-          for r in _label_batch(s, task, list(questions[i:i + bs]), graph_state, max_new, stops)]
+  """Records for `questions` of `task`, in memory (no files), in question order: the core of `run`,
+  for callers that time or embed generative evaluation on an already loaded model."""
+  questions = list(questions)
+  if s.config.sampler == "static":
+    bs = s.config.batch_size
+    todo = [questions[i:i + bs] for i in range(0, len(questions), bs)]
+  else:
+    todo = [questions]
+  records = {r["question_id"]: r for group in _task_records(s, task, todo, nnx.split(s.model)) for r in group}
+  return [records[q.id] for q in questions]
 
 
 __all__ = ["LabelError", "RESULT_KEYS", "Setup", "label_questions", "read_finished",

@@ -6,16 +6,22 @@ import subprocess
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
+from flax import nnx
 
 import hf_reference
 from configs.experiments import label as label_config
 from models import checkpoint, olmo3
 from probing import labels
 from probing.testbed import skills as synthetic
-from probing.tokenizer import CharTokenizer
+from probing.tasks.olmo_eval import shipped_tokenizer_path
+from probing.tokenizer import CharTokenizer, HFTokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BPE = "gpt-neox-olmo-dolma-v1_5"  # the BPE tokenizer shipped with the task data
 # Two synthetic skills, whichever the registry has (the set of skills may change).
 TASKS = ",".join([n for n in labels.task_registry.names() if n.startswith("syn_")][:2])
 
@@ -140,3 +146,57 @@ def test_failed_run_does_not_block_a_corrected_rerun(ckpt, tmp_path):
   assert json.load(open(prov))["result_settings"]["seed"] == 1
   with pytest.raises(labels.LabelError, match="seed"):
     labels._write_provenance(prov, labels.setup(_config(ckpt, tmp_path, seed=2)), has_records=True)
+
+
+@pytest.fixture(scope="module")
+def gsm8k_ckpt(tmp_path_factory):
+  """A tiny random 2-layer OLMo3 (window 8 + one full layer) on the shipped BPE tokenizer, made to
+  stop often: a constant embedding feature that the LM head reads as a bias for EOS, a "\\n\\n"
+  token, and "Question" then ":" (the stop sequence "Question:")."""
+  tok = HFTokenizer(shipped_tokenizer_path(BPE))
+  cfg = olmo3.tiny(vocab_size=tok.vocab_size, num_hidden_layers=2, layer_types=("sliding_attention", "full_attention"),
+                   max_position_embeddings=1024, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
+  graphdef, state = nnx.split(olmo3.abstract_model(cfg))  # weights drawn in numpy: no compile per shape
+  rng = np.random.default_rng(0)
+  state = jax.tree_util.tree_map_with_path(lambda p, x: np.ones(x.shape, x.dtype) if "norm" in str(p[-2])
+                                           else (0.02 * rng.standard_normal(x.shape)).astype(x.dtype), state)
+  model = nnx.merge(graphdef, state)
+  embedding, head = np.array(model.embedding[...]), np.array(model.lm_head[...])
+  embedding[:, 0] = 4.0
+  head[0, [tok.eos_id, tok.encode("\n\n")[0], *tok.encode("Question:")]] = [2.3, 2.3, 2.6, 2.9]
+  model.embedding[...], model.lm_head[...] = jnp.asarray(embedding), jnp.asarray(head)
+  path = str(tmp_path_factory.mktemp("gsm8k") / "gsm8k-tiny")
+  checkpoint.save(path, model, {"checkpoint": "gsm8k-tiny", "checkpoint_step": 1})
+  return path, tok
+
+
+def test_continuous_labels_equal_static_on_gsm8k(gsm8k_ckpt, tmp_path, monkeypatch):
+  """Same seed, same labels: every (question, sample) and greedy answer gets the same tokens from
+  the continuous sampler (6 slots for 5 x (3 + 1) rows, so rows are refilled) as from the static
+  one, and the stops (EOS, a "\\n\\n" token, the sequence "Question:", the budget) end rows alike."""
+  path, tok = gsm8k_ckpt
+  tokens = {"static": {}, "continuous": {}}
+  generate, stream = labels.sampling.generate, labels.continuous.stream
+
+  def spy_generate(model, prompts, ids, params, **kw):
+    out = generate(model, prompts, ids, params, **kw)
+    tokens["static"].update({(q, "greedy" if params.greedy else j): s for q, o in zip(ids, out) for j, s in enumerate(o)})
+    return out
+
+  def spy_stream(model, prompts, ids, params, **kw):
+    for i, samples, greedy in stream(model, prompts, ids, params, **kw):
+      tokens["continuous"].update({(ids[i], j): s for j, s in enumerate(samples)} | {(ids[i], "greedy"): greedy})
+      yield i, samples, greedy
+
+  monkeypatch.setattr(labels.sampling, "generate", spy_generate)
+  monkeypatch.setattr(labels.continuous, "stream", spy_stream)
+  kw = dict(checkpoint=path, tasks="gsm8k", limit=5, batch_size=5, num_samples=3, max_new_tokens=24, top_p=0.95,
+            tokenizer=f"shipped:{BPE}")
+  static = labels.run(_config(path, tmp_path / "static", sampler="static", **kw), log=lambda _: None)
+  cont = labels.run(_config(path, tmp_path / "cont", sampler="continuous", max_slots=6, **kw), log=lambda _: None)
+  assert len(tokens["static"]) == 20 and tokens["continuous"] == tokens["static"]
+  assert _without_timings(labels.read_label_file(cont["out"])) == _without_timings(labels.read_label_file(static["out"]))
+  eos, nn, seq = tok.eos_id, tok.encode("\n\n")[0], tuple(tok.encode("Question:"))
+  ends = {"eos" if s[-1] == eos else "nn" if s[-1] == nn else "seq" if tuple(s[-2:]) == seq else len(s)
+          for s in tokens["static"].values()}
+  assert {"eos", "nn", "seq", 24} <= ends, ends

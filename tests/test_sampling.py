@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import hf_reference
-from models import convert, sampling
+from models import continuous, convert, kv_budget, olmo3, sampling
 from models import sharding as sharding_lib
 
 PAD, EOS = 0, 1
@@ -85,6 +85,50 @@ def test_sampling_is_independent_of_batching(hf_pair):
   assert len({tuple(s) for s in full[2]}) == 3  # samples of one question differ
   other_seed = sampling.generate(model, prompts, ids, dataclasses.replace(params, seed=8), pad_id=PAD)
   assert other_seed != full
+
+
+def test_continuous_with_a_shared_prefix_matches_static(hf_pair):
+  """5 decode slots for 4 x 3 rows, refilled as rows stop, 2 decode steps per chunk, the prompts'
+  common start run once (`share_prefix`): every (question, sample) gets the static sampler's tokens.
+  (The keys are split differently from the static sampler's, so only rounding could differ; here
+  nothing does. Without the shared prefix, tests/test_labels.py compares the two on GSM8K.)"""
+  _, model, _ = hf_pair
+  common = _prompts([6], seed=9)[0]
+  prompts, ids = [common + p for p in _prompts([4, 9, 25, 13], seed=5)], ["q0", "q1", "q2", "q3"]
+  params = sampling.SamplingParams(temperature=1.0, top_p=0.95, num_samples=3, max_new_tokens=16, seed=7)
+  want = sampling.generate(model, prompts, ids, params, pad_id=PAD, eos_id=EOS)
+  got = continuous.generate(model, prompts, ids, params, pad_id=PAD, eos_id=EOS, rows=5, chunk=2, share_prefix=True,
+                            prefix_len=len(common))
+  assert got == want
+  assert {len(s) for w in want for s in w} != {16}  # some rows stopped early (EOS), others ran on
+
+
+def test_kv_budget_sizes_the_engine(hf_pair):
+  """`cache_bytes` is what the engine allocates, and `slots_for_budget` the most rows that fit."""
+  _, model, _ = hf_pair
+  spec = continuous.EngineSpec(12, 3, 32, 0, 16, (EOS,), ((5, 6),), False, True, True, PAD, None)
+  carry = jax.eval_shape(lambda: continuous._empty(model, spec))
+  allocated = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(carry))
+  want = kv_budget.cache_bytes(model.config, rows=12, group=3, prompt_tokens=32, max_new_tokens=16)
+  assert abs(allocated - want) <= 12 * 64
+  cfg = olmo3.olmo3_7b(dtype="bfloat16")  # no GQA: 512 KiB of K/V per token
+  per_row = kv_budget.cache_bytes(cfg, rows=1, group=1, prompt_tokens=768, max_new_tokens=512)
+  assert per_row // (768 + 511) // 1024 == 512
+  rows = kv_budget.slots_for_budget(cfg, 40, prompt_tokens=768, max_new_tokens=512, multiple=4)
+  fits = lambda r: kv_budget.cache_bytes(cfg, rows=r, group=1, prompt_tokens=768, max_new_tokens=512) <= 40 * 2**30
+  assert rows % 4 == 0 and fits(rows) and not fits(rows + 4) and rows == 64
+  shared = kv_budget.slots_for_budget(cfg, 40, prompt_tokens=128, max_new_tokens=512, prefix_tokens=640)
+  assert shared > 1.9 * rows  # GSM8K's 8-shot prefix run once: about twice the slots
+
+
+def test_continuous_plan():
+  assert continuous.plan(16, 8, rows=256) == (128, 8)  # all fits: a prompt slot per prompt, as static
+  assert continuous.plan(100, 9, rows=256) == (256, 1)  # refills: one row per slot
+  assert continuous.plan(100, 9, rows=256, multiple=8) == (256, 1)
+  assert continuous.plan(3, 1, rows=256, multiple=8) == (8, 1)
+  assert continuous.common_prefix_length([[1] * 40 + [2], [1] * 40 + [3, 4]]) == 40
+  assert continuous.common_prefix_length([[1] * 20 + [2], [1] * 20 + [3]]) == 0  # under 32
+  assert continuous.common_prefix_length([[1] * 40, [1] * 50]) == 39  # every prompt keeps a token
 
 
 def test_tiny_top_p_is_greedy(hf_pair):
