@@ -269,8 +269,8 @@ def main(argv):
     for name, value in QUICK.items():
       setattr(FLAGS, name, value)
   report = {"machine": {"load_before": os.getloadavg(), "cpus": os.cpu_count()},
-            "setup": {f: getattr(FLAGS, f) for f in _WORKLOAD_FLAGS} | {"repeats": FLAGS.repeats, "dtype": "float32",
-                                                                       "hf_attn": "sdpa", "mixed_sizes": FLAGS.mixed_sizes},
+            "setup": {f: getattr(FLAGS, f) for f in _WORKLOAD_FLAGS} | {
+                "repeats": FLAGS.repeats, "dtype": "float32", "hf_attn": "sdpa", "mixed_sizes": FLAGS.mixed_sizes},
             "cases": []}
   with tempfile.TemporaryDirectory() as tmp:
     for size in FLAGS.sizes.split(","):

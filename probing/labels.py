@@ -260,8 +260,9 @@ def _label_batch(s: Setup, task, questions, graph_state, max_new, stops) -> list
 def decode_rows(s: Setup, prompts, prefix_len: int, max_new: int) -> int:
   """Decode slots of a continuous run: what `kv_cache_gib` holds (models.kv_budget), <= max_slots."""
   c = s.config
-  rows = kv_budget.slots_for_budget(s.model.config, c.kv_cache_gib, prompt_tokens=max(len(p) for p in prompts) - prefix_len,
-                                    max_new_tokens=max_new, prefix_tokens=prefix_len)
+  rest = max(len(p) for p in prompts) - prefix_len
+  rows = kv_budget.slots_for_budget(s.model.config, c.kv_cache_gib, prompt_tokens=rest, max_new_tokens=max_new,
+                                    prefix_tokens=prefix_len)
   if rows < 1:
     raise LabelError(f"kv_cache_gib={c.kv_cache_gib} holds no decode slot of this task; raise it")
   return min(rows, c.max_slots)
@@ -307,7 +308,8 @@ def _task_records(s: Setup, task, todo, graph_state, task_prompts=None):
       yield _label_batch(s, task, batch, graph_state, max_new, stops)
   elif todo and todo[0]:
     # The prefix every prompt of the task shares, so a resumed subset runs the same programs.
-    prefix = None if task_prompts is None or not s.config.share_prefix else continuous.common_prefix_length(task_prompts)
+    shared = task_prompts is not None and s.config.share_prefix
+    prefix = continuous.common_prefix_length(task_prompts) if shared else None
     yield from _label_stream(s, task, todo[0], graph_state, max_new, stops, prefix)
 
 
