@@ -102,3 +102,18 @@ def test_baselines(data):
   ev = {k: evaluate(data, v, split.test)["auroc"]["primary"]["mean"] for k, v in base.items()}
   assert ev["task_prior"] == pytest.approx(0.5)
   assert ev["sklearn_logreg"] > 0.7 and ev["gold_nll_mean"] > 0.7 and ev["task_difficulty_prior"] > 0.55
+
+
+def test_content_baselines_read_metadata_and_prompts(data):
+  """metadata_lr learns from a content feature that tracks the label; surface_lr from the prompt."""
+  from probing.tasks.base import Question
+  split = make_split(data)
+  y = {}
+  for t, q, v in zip(data.task, data.question_id, data.y):
+    y.setdefault((t, q), []).append(v)
+  questions = {key: Question(id=key[1], prompt=("x" * int(1 + 9 * np.mean(v))) + "=", reference="",
+                             difficulty=1, metadata={"hint": float(np.mean(v))}) for key, v in y.items()}
+  base = baselines(data, split, questions=questions)
+  ev = {k: evaluate(data, base[k], split.test)["auroc"]["primary"]["mean"] for k in ("metadata_lr", "surface_lr")}
+  assert ev["metadata_lr"] > 0.7 and ev["surface_lr"] > 0.65, ev  # the task prior scores 0.5 here
+  assert set(baselines(data, split)) == {"task_prior", "task_difficulty_prior", "gold_nll_mean", "gold_nll_sum"}
