@@ -11,25 +11,10 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from models import io
+from probing.eval.report import new_figure, save_png
 
 __all__ = ["plot_audited_accuracy", "plot_pass_at_k"]
-
-
-def _figure(width: float, height: float, **subplots):
-  fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-  FigureCanvasAgg(fig)
-  return fig, fig.subplots(**subplots)
-
-
-def _save(fig: Figure, path: str | os.PathLike) -> Path:
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  io.replace_from_tmp(path, lambda f: fig.savefig(f, format="png"), mode="wb")
-  return path
 
 
 def _split_key(key: str) -> tuple[str, int]:
@@ -51,7 +36,7 @@ def plot_audited_accuracy(audit: Mapping, path: str | os.PathLike, *,
   tasks = sorted(by_task)
   ncols = min(3, len(tasks))
   nrows = math.ceil(len(tasks) / ncols)
-  fig, axes = _figure(4.2 * ncols, 3.2 * nrows, nrows=nrows, ncols=ncols, squeeze=False)
+  fig, axes = new_figure(4.2 * ncols, 3.2 * nrows, nrows=nrows, ncols=ncols, squeeze=False)
   flat = axes.ravel()
   for ax, task in zip(flat, tasks):
     rows = sorted(by_task[task], key=lambda r: r[0])
@@ -75,7 +60,7 @@ def plot_audited_accuracy(audit: Mapping, path: str | os.PathLike, *,
   flat[0].legend(fontsize="x-small")
   cov = audit.get("coverage")
   fig.suptitle(title + (f" (PPI++ 95% CI coverage over draws: {cov:.2f})" if cov is not None else ""))
-  return _save(fig, path)
+  return save_png(fig, path)
 
 
 def plot_pass_at_k(pass_at_k: Mapping, path: str | os.PathLike, *,
@@ -85,7 +70,7 @@ def plot_pass_at_k(pass_at_k: Mapping, path: str | os.PathLike, *,
   ks = sorted(pass_at_k, key=int)
   if not ks:
     raise ValueError("pass_at_k: no k to plot")
-  fig, axes = _figure(9.0, 4.4, nrows=1, ncols=2, squeeze=False)
+  fig, axes = new_figure(9.0, 4.4, nrows=1, ncols=2, squeeze=False)
   for ax, field, name in ((axes[0, 0], "predicted", "1 - (1 - p)^k"), (axes[0, 1], "calibrated", "Beta spread")):
     for i, k in enumerate(ks):
       cells = pass_at_k[k]["per_cell"].values()
@@ -101,4 +86,4 @@ def plot_pass_at_k(pass_at_k: Mapping, path: str | os.PathLike, *,
     ax.set_title(name)
     ax.legend(fontsize="x-small")
   fig.suptitle(title)
-  return _save(fig, path)
+  return save_png(fig, path)

@@ -22,13 +22,13 @@ from models import io
 _BASELINE_MARKERS = ("baseline", "prior", "nll", "tfidf", "tf-idf", "length", "random", "chance")
 
 
-def _figure(width: float, height: float, **subplots: Any) -> tuple[Figure, Any]:
+def new_figure(width: float, height: float, **subplots: Any) -> tuple[Figure, Any]:
   fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
   FigureCanvasAgg(fig)
   return fig, fig.subplots(**subplots)
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> Path:
+def save_png(fig: Figure, path: str | os.PathLike) -> Path:
   """Writes PNG to a temporary name in the same directory, then renames over `path`."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,7 +60,7 @@ def plot_auroc_by_family(auroc: Mapping[str, Mapping[str, float]], path: str | o
   tasks = sorted({t for v in auroc.values() for t in v})
   if not families or not tasks:
     raise ValueError("auroc: no values to plot")
-  fig, ax = _figure(max(5.0, 1.2 + 0.35 * len(tasks) * len(families)), 4.0)
+  fig, ax = new_figure(max(5.0, 1.2 + 0.35 * len(tasks) * len(families)), 4.0)
   width = 0.8 / len(families)
   x = np.arange(len(tasks))
   probe_colors = iter(f"C{i}" for i in range(100))
@@ -78,7 +78,7 @@ def plot_auroc_by_family(auroc: Mapping[str, Mapping[str, float]], path: str | o
   ax.set_ylabel("AUROC")
   ax.set_title(title)
   ax.legend(fontsize="small", ncols=min(3, len(families) + 1))
-  return _save(fig, path)
+  return save_png(fig, path)
 
 
 def plot_accuracy_curves(steps: Sequence[int], measured: Mapping[str, Sequence[float]],
@@ -99,7 +99,7 @@ def plot_accuracy_curves(steps: Sequence[int], measured: Mapping[str, Sequence[f
   x = _floats(steps)
   ncols = min(3, len(tasks))
   nrows = math.ceil(len(tasks) / ncols)
-  fig, axes = _figure(4.2 * ncols, 3.2 * nrows, nrows=nrows, ncols=ncols, squeeze=False)
+  fig, axes = new_figure(4.2 * ncols, 3.2 * nrows, nrows=nrows, ncols=ncols, squeeze=False)
   flat = axes.ravel()
   for ax, task in zip(flat, tasks):
     if train_upto_step is not None:
@@ -132,7 +132,7 @@ def plot_accuracy_curves(steps: Sequence[int], measured: Mapping[str, Sequence[f
     ax.set_visible(False)
   flat[0].legend(fontsize="x-small")
   fig.suptitle(title)
-  return _save(fig, path)
+  return save_png(fig, path)
 
 
 def plot_cross_checkpoint_heatmap(matrix: Any, train_steps: Sequence[int], test_steps: Sequence[int],
@@ -143,7 +143,7 @@ def plot_cross_checkpoint_heatmap(matrix: Any, train_steps: Sequence[int], test_
   if m.shape != (len(train_steps), len(test_steps)):
     raise ValueError(f"matrix: shape {m.shape} does not match "
                      f"({len(train_steps)} train_steps, {len(test_steps)} test_steps)")
-  fig, ax = _figure(max(4.0, 1.5 + 0.6 * m.shape[1]), max(3.0, 1.2 + 0.45 * m.shape[0]))
+  fig, ax = new_figure(max(4.0, 1.5 + 0.6 * m.shape[1]), max(3.0, 1.2 + 0.45 * m.shape[0]))
   finite = m[np.isfinite(m)]
   lo = min(0.5, float(finite.min())) if finite.size else 0.5
   im = ax.imshow(np.ma.masked_invalid(m), cmap="viridis", vmin=lo, vmax=1.0, aspect="auto")
@@ -157,7 +157,7 @@ def plot_cross_checkpoint_heatmap(matrix: Any, train_steps: Sequence[int], test_
   ax.set_ylabel("probe trained up to step")
   ax.set_title(title, fontsize="medium")
   fig.colorbar(im, ax=ax, label="mean within-task AUROC")
-  return _save(fig, path)
+  return save_png(fig, path)
 
 
 def plot_reliability(curves: Mapping[str, tuple[Any, Any, Any]], path: str | os.PathLike,
@@ -165,7 +165,7 @@ def plot_reliability(curves: Mapping[str, tuple[Any, Any, Any]], path: str | os.
   """Reliability diagram (top) and the outcomes per bin (bottom) for each named predictor."""
   if not curves:
     raise ValueError("curves: nothing to plot")
-  fig, (ax, axc) = _figure(5.0, 5.5, nrows=2, sharex=True, height_ratios=[3, 1])
+  fig, (ax, axc) = new_figure(5.0, 5.5, nrows=2, sharex=True, height_ratios=[3, 1])
   ax.plot([0, 1], [0, 1], ":", color="black", linewidth=1, label="perfect")
   for i, (name, (mean_pred, frac_pos, counts)) in enumerate(curves.items()):
     mp, fp, n = _floats(mean_pred), _floats(frac_pos), _floats(counts)
@@ -183,7 +183,7 @@ def plot_reliability(curves: Mapping[str, tuple[Any, Any, Any]], path: str | os.
   axc.yaxis.set_minor_formatter(NullFormatter())
   axc.set_xlabel("mean predicted p")
   axc.set_ylabel("outcomes")
-  return _save(fig, path)
+  return save_png(fig, path)
 
 
 def plot_latency(latency: Mapping[str, Mapping[str, float]], path: str | os.PathLike,
@@ -194,7 +194,7 @@ def plot_latency(latency: Mapping[str, Mapping[str, float]], path: str | os.Path
     raise ValueError("latency: nothing to plot")
   kinds = ["generative_eval", "probe"]
   kinds += sorted({k for v in latency.values() for k in v} - set(kinds))
-  fig, ax = _figure(max(4.5, 1.5 + 1.3 * len(names)), 4.0)
+  fig, ax = new_figure(max(4.5, 1.5 + 1.3 * len(names)), 4.0)
   width = 0.8 / len(kinds)
   x = np.arange(len(names))
   for i, kind in enumerate(kinds):
@@ -219,7 +219,7 @@ def plot_latency(latency: Mapping[str, Mapping[str, float]], path: str | os.Path
   ax.set_title(title)
   ax.margins(y=0.15)
   ax.legend(fontsize="small")
-  return _save(fig, path)
+  return save_png(fig, path)
 
 
 def _cell(v: Any, floatfmt: str) -> str:

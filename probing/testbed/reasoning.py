@@ -19,7 +19,8 @@ import string
 LETTERS = string.ascii_lowercase
 
 
-def _carries(a: int, b: int) -> int:
+def count_carries(a: int, b: int) -> int:
+  """Carries when adding a and b in decimal (content difficulty of a sum)."""
   n, carry = 0, 0
   while a or b:
     carry = int(a % 10 + b % 10 + carry >= 10)
@@ -48,7 +49,7 @@ def gen_sum(rng: random.Random, level: int):
   steps, total = [], order[0]
   carries = 0
   for x in order[1:]:
-    carries += _carries(total, x)
+    carries += count_carries(total, x)
     steps.append(f"{total}+{x}={total + x}")
     total += x
   meta = {"carries": carries, "total": total, "two_digit_operands": sum(x >= 10 for x in ops),
@@ -71,7 +72,7 @@ def gen_mul(rng: random.Random, level: int):
   carries = 0
   acc = 0
   for p in products:
-    carries += _carries(acc, p)
+    carries += count_carries(acc, p)
     acc += p
   meta = {"carries": carries, "nonzero_digits": len(parts), "product_digits": len(str(a * b)), "b": b}
   return f"{a}*{b}=", f"{trace}|{a * b}", meta

@@ -39,15 +39,6 @@ def _number(rng: random.Random, digits: int) -> int:
   return rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10 ** digits - 1)
 
 
-def _carries(a: int, b: int) -> int:
-  n, carry = 0, 0
-  while a or b:
-    carry = int(a % 10 + b % 10 + carry >= 10)
-    n += carry
-    a, b = a // 10, b // 10
-  return n
-
-
 def _borrows(a: int, b: int) -> int:
   n, borrow = 0, 0
   while a or b:
@@ -62,7 +53,7 @@ def gen_add(rng: random.Random, level: int):
   a, b = _number(rng, level), _number(rng, rng.randint(1, level))
   if rng.random() < 0.5:
     a, b = b, a
-  return f"{a}+{b}=", str(a + b), {"carries": _carries(a, b)}
+  return f"{a}+{b}=", str(a + b), {"carries": reasoning.count_carries(a, b)}
 
 
 def gen_sub(rng: random.Random, level: int):
