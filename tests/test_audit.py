@@ -327,3 +327,51 @@ def test_estimate_is_frozen():
   with pytest.raises(AttributeError):
     est.value = 0.0  # type: ignore[misc]
   assert set(audit.__all__) >= {"audit_only", "ppi_plus_plus", "stratified", "draw_audit"}
+
+
+# ----------------------------------------------------------------------------- the audited estimate
+
+
+def test_audited_accuracy_covers_a_biased_probe():
+  """The reported PPI++ interval (jackknife se, t on n-1 df) covers the task's accuracy in >= 90%
+  of random 32-question audits even when the probe is off by 0.15, and the residual test flags
+  that bias far more often than it flags a calibrated probe."""
+  y, p = _population(N=300, seed=3)
+  truth = y.mean()
+  covered, alarms = [], {}
+  for bias in (0.0, 0.15):
+    pb = np.clip(p + bias, 0, 1)
+    hits = []
+    for d in range(300):
+      idx = draw_audit(len(y), 32, seed=d).indices
+      r = audit.audited_accuracy(pb, y[idx], pb[idx])
+      lo, hi = r["ppi"]["ci"]
+      covered.append(lo <= truth <= hi)
+      hits.append(r["alarm"])
+      assert r["n"] == 32 and r["N"] == 300 and 0 <= r["ppi"]["lam"] <= 1
+    alarms[bias] = np.mean(hits)
+  assert np.mean(covered) >= 0.9
+  assert alarms[0.15] > 0.5 > 0.15 > alarms[0.0]
+
+
+def test_audited_accuracy_census_is_exact():
+  y, p = _population(N=40, seed=1)
+  r = audit.audited_accuracy(p, y, p)
+  assert r["ppi"]["estimate"] == pytest.approx(y.mean()) and r["ppi"]["ci"][1] - r["ppi"]["ci"][0] < 1e-9
+
+
+def test_audit_tasks_joins_records_and_names_the_culprit():
+  y, p = _population(N=50, seed=2)
+  preds = [{"task": "t", "question_id": f"q{i}", "p": float(v)} for i, v in enumerate(p)]
+  ids = audit.audit_questions([r["question_id"] for r in preds], 12, seed=0, task="t")
+  assert ids == audit.audit_questions([r["question_id"] for r in preds], 12, seed=0, task="t")
+  assert ids != audit.audit_questions([r["question_id"] for r in preds], 12, seed=1, task="t")
+  labels = [{"task": "t", "question_id": q, "c": int(round(y[int(q[1:])] * 8)), "k": 8} for q in ids]
+  got = audit.audit_tasks(preds, labels)["t"]
+  idx = [int(q[1:]) for q in sorted(ids)]
+  want = audit.audited_accuracy(p, np.round(y[idx] * 8) / 8, p[idx])
+  assert got == want
+  with pytest.raises(ValueError, match="t/q999 was not predicted"):
+    audit.audit_tasks(preds, labels + [{"task": "t", "question_id": "q999", "c": 1, "k": 8}])
+  with pytest.raises(ValueError, match="labelled twice"):
+    audit.audit_tasks(preds, labels + labels[:1])

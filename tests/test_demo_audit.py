@@ -92,7 +92,7 @@ def test_jackknife_matches_brute_force_leave_one_out():
     thetas.append(lam * p_all.mean() + np.mean(y[keep] - lam * p_all[idx][keep]))
   thetas = np.asarray(thetas)
   brute = np.sqrt((1 - 30 / 200) * 29 / 30 * np.sum((thetas - thetas.mean()) ** 2))
-  assert audit._jackknife_se(p_all, y, p_all[idx]) == pytest.approx(brute, rel=1e-9)
+  assert audit_lib.jackknife_se(p_all, y, p_all[idx]) == pytest.approx(brute, rel=1e-9)
 
 
 @pytest.mark.parametrize("kw", [{"stratify_by": "probe"}, {"stratify_by": "difficulty"}, {"k": 4}])
@@ -235,3 +235,27 @@ def test_figures_write_pngs(tmp_path):
                audit_figures.plot_pass_at_k(pk, tmp_path / "pass_at_k.png")):
     with open(path, "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_audited_pass_at_k_removes_the_probes_bias():
+  """A probe 0.15 too optimistic misses pass@k from one pass; PPI++ on a 32-question audit of
+  the same cells gets it back within sampling error, with intervals that cover."""
+  preds, labels = _records(tasks=("a",), bias=0.15, N=300, seed=4)
+  out = audit.pass_at_k_summary(preds, labels, family="fam", ks=(1, 8), audit_size=32, draws=60)
+  for k in ("1", "8"):
+    assert out[k]["abs_error_mean"] > 0.06  # misses the 0.05 bar
+    assert out[k]["audited"]["abs_error_mean"] < 0.05
+    assert out[k]["audited"]["coverage"] >= 0.85
+
+
+def test_audited_clock_matches_precision_by_the_ess_gain():
+  from probing.demo import evaluate
+  lat = {"generative_eval": 100.0, "questions": 1000, "probe": 1.0}
+  cells = {"a@5": {"N": 200, "ess_gain": 1.0}, "a@6": {"N": 200, "ess_gain": 1.0},
+           "b@5": {"N": 200, "ess_gain": 4.0}}
+  out = evaluate.audited_clock(lat, {"audit_questions_per_task": 32, "per_cell": cells})
+  assert out["audit_questions"] == 64 and out["audit_generation_seconds"] == pytest.approx(6.4)
+  m_b = 1 / (1 / 200 + (1 / 32 - 1 / 200) / 4.0)  # 4x the audit's information, less with the fpc
+  assert 32 * 2 < m_b < 32 * 4
+  assert out["generation_alone_questions"] == pytest.approx(32 + m_b)
+  assert out["speedup_at_matched_precision"] == pytest.approx((32 + m_b) * 0.1 / 7.4)

@@ -13,12 +13,10 @@ stores for the drift score), so each figure in summary.json can be checked by ha
 """
 from __future__ import annotations
 
-import functools
 import zlib
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
-from scipy import stats as sps
 from scipy.special import ndtri
 
 from probing.demo.pass_at_k import pass_at_k_summary
@@ -77,7 +75,7 @@ def _one_draw(cell, n, rng, *, k, strata, alpha):
   ao = audit_lib.audit_only(y, N=N, alpha=alpha)
   if strata is None:
     pp = audit_lib.ppi_plus_plus(cell["p"], y, p_aud, N=N, alpha=alpha)
-    var_pp, df = (_jackknife_se(cell["p"], y, p_aud) if n > 2 else pp.std_err) ** 2, n - 1
+    var_pp, df = (audit_lib.jackknife_se(cell["p"], y, p_aud) if n > 2 else pp.std_err) ** 2, n - 1
   else:
     pp = audit_lib.stratified(cell["p"], y, p_aud, strata, strata[draw.indices], finite_population=True,
                               alpha=alpha)
@@ -87,28 +85,8 @@ def _one_draw(cell, n, rng, *, k, strata, alpha):
   extra = (n / N) * within.mean() / n
   out = []
   for e, var, dof in ((ao, ao.std_err ** 2, n - 1), (pp, var_pp, df)):
-    out.append((e.value, _t(alpha, dof) * np.sqrt(var + extra), var + extra, e.lam))
+    out.append((e.value, audit_lib.t_quantile(alpha, dof) * np.sqrt(var + extra), var + extra, e.lam))
   return out
-
-
-def _jackknife_se(p_all: np.ndarray, y: np.ndarray, p: np.ndarray) -> float:
-  """Delete-one jackknife standard error (with the fpc) of the finite-population PPI++ estimate,
-  lam re-tuned in every replicate as `probing.eval.audit` tunes it (Cov_S(Y, p) / Var_N(p),
-  clipped to [0, 1]). The linearized s^2_{Y - lam p} treats lam as known and under-covers at
-  n = 32 (0.89-0.91 on the testbed); the jackknife carries lam's own noise (Sarndal et al. 1992)."""
-  n, N = len(y), len(p_all)
-  var_p = float(np.var(p_all, ddof=1))
-  my = (y.sum() - y) / (n - 1)  # replicate i leaves question i out
-  mp = (p.sum() - p) / (n - 1)
-  cov = ((y * p).sum() - y * p - (n - 1) * my * mp) / (n - 2)
-  lam = np.clip(cov / var_p, 0.0, 1.0) if var_p > 0 else np.zeros(n)
-  theta = lam * p_all.mean() + my - lam * mp
-  return float(np.sqrt((1.0 - n / N) * (n - 1) / n * np.sum((theta - theta.mean()) ** 2)))
-
-
-@functools.lru_cache(maxsize=None)
-def _t(alpha: float, df: int) -> float:
-  return float(sps.t.ppf(1 - alpha / 2, max(int(df), 1)))
 
 
 def _covers(value, hw, truth) -> bool:
@@ -192,7 +170,7 @@ def audit_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping], *, 
   labelled with the audited questions' c/k (or, with `k`, c' of k samples drawn from the label's);
   each gives the audit-only mean and the PPI++ estimate (power-tuned lam, fpc) with 95% t
   intervals on n - 1 df (the normal one under-covers skewed pass@1 at n = 32), the PPI++ one
-  with a jackknife standard error (`_jackknife_se`; linearized for the stratified variant).
+  with a jackknife standard error (`probing.eval.audit.jackknife_se`; linearized for the stratified variant).
   Top-level figures are at `default_size`; `by_size` at each size; `per_cell` at the default
   size, with the first draw as the representative one; `planning` from the default size's ESS
   gains. n > N is capped at N and listed under `capped`.

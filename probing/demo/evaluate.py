@@ -271,6 +271,39 @@ def latency_same_checkpoint(setup: labels_lib.Setup, questions: dict, tokenizer,
           "generative_includes": "k samples + greedy per question, decoding, stop strings, scoring"}
 
 
+def audited_clock(latency: dict, audit: dict) -> dict:
+  """The fair clock for the audited estimate at one later checkpoint (`latency`: the testbed's
+  `latency_same_checkpoint`; `audit`: summary.json `audit`).
+
+  The audited estimate costs the probe pass plus generating the audit (n questions per task);
+  per-question generation time is the measured generative evaluation's (warm) over its questions.
+  At matched precision, generation alone must label m questions per (task, checkpoint) cell to
+  reach the PPI++ interval's width: with the fpc, (1 - m/N)/m = (1 - n/N)/(n g) for the cell's
+  ESS gain g, i.e. 1/m = 1/N + (1/n - 1/N)/g (m <= N). Summed over the later cells' tasks at
+  one checkpoint (the per-task medians), that is the generation time the audited estimate saves.
+  """
+  cells = audit.get("per_cell") or {}
+  n = int(audit["audit_questions_per_task"])
+  per_q = latency["generative_eval"] / max(1, latency["questions"])
+  by_task: dict[str, list[float]] = {}
+  for key, c in cells.items():
+    g, N = c.get("ess_gain"), int(c["N"])
+    m = N if g is None or not np.isfinite(g) or g <= 0 else 1.0 / (1.0 / N + (1.0 / min(n, N) - 1.0 / N) / g)
+    by_task.setdefault(key.rsplit("@", 1)[0], []).append(min(float(N), m))
+  tasks = sorted(by_task)
+  audit_q = n * len(tasks)
+  alone_q = float(sum(np.median(v) for v in by_task.values()))
+  audited = latency["probe"] + audit_q * per_q
+  return {"audit_questions": audit_q, "audit_generation_seconds": audit_q * per_q,
+          "probe_seconds": latency["probe"], "audited_seconds": audited,
+          "generation_alone_questions": alone_q, "generation_alone_seconds": alone_q * per_q,
+          "speedup_at_matched_precision": alone_q * per_q / audited if audited > 0 else None,
+          "generation_seconds_per_question": per_q, "tasks": tasks,
+          "includes": "probe: one prefill pass over every question and the head; audit: k samples + "
+                      "greedy of n random questions per task; generation alone: as many questions as "
+                      "reach the PPI++ interval's width (median over each task's later cells)"}
+
+
 class _FoldedTokenizer:
   """A real BPE tokenizer whose ids are folded into the testbed vocabulary (for shapes only)."""
 

@@ -5,9 +5,16 @@ together with probability (1 - p)^k. Averaged over a task, a p that is right on 
 overstates pass@k (Jensen): the true pass@1 of a question is spread around p (mostly 0 or 1
 where p says 0.3). The calibrated variant puts a Beta(p phi, (1 - p) phi) spread around each p,
 phi fitted by beta-binomial likelihood on the probe-training checkpoints' validation questions.
+
+From one pass alone the error is the probe's task-level bias at a later checkpoint, which no
+spread model removes. The audited variant uses the audit every later checkpoint gets anyway
+(`probing.demo.audit`): a random n questions per task with k samples each give an unbiased
+measured pass@k per audited question, and PPI++ with the predicted pass@k as control variate
+estimates the task's pass@k (finite population, all the cell's questions), as for pass@1.
 """
 from __future__ import annotations
 
+import zlib
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -15,6 +22,7 @@ from scipy.optimize import brentq
 from scipy.special import betaln, expit, logit
 
 from probing.demo.records import cell_key, join_cells, num
+from probing.eval import audit as audit_lib
 from probing.eval import pass_at_k as pak
 
 __all__ = ["pass_at_k_summary", "fit_concentration", "spread_pass_at_k"]
@@ -56,8 +64,35 @@ def _by_task(errors: dict[str, list]) -> tuple[float | None, dict[str, float]]:
   return (num(np.mean(list(per_task.values()))) if per_task else None), per_task
 
 
+def _audited(cells: dict, k: int, phi: float | None, *, n: int, draws: int, seed: int) -> dict:
+  """Per task: mean |PPI++ estimate - measured| of the cell's mean pass@k over `draws` random
+  audits of n questions (SRSWOR from all the cell's questions with >= k samples), the control
+  variate being each question's predicted pass@k; the mean coverage of the t intervals beside it."""
+  errs: dict[str, list] = {}
+  cover: list[bool] = []
+  for (task, step), cell in cells.items():
+    ok = cell["k"] >= k
+    if ok.sum() < max(3, n + 1):
+      continue
+    y = pak.unbiased_pass_at_k(cell["c"][ok].astype(int), cell["k"][ok].astype(int), k)
+    f = spread_pass_at_k(cell["p"][ok], k, phi)
+    truth = float(y.mean())
+    rng = np.random.default_rng([int(seed), zlib.crc32(cell_key(task, step).encode()), n, k])
+    for _ in range(int(draws)):
+      idx = audit_lib.draw_audit(len(y), n, seed=rng).indices
+      r = audit_lib.audited_accuracy(f, y[idx], f[idx])
+      errs.setdefault(task, []).append(abs(r["ppi"]["estimate"] - truth))
+      lo, hi = r["ppi"]["ci"]
+      cover.append(lo - 1e-12 <= truth <= hi + 1e-12)
+  mean, per_task = _by_task(errs)
+  return {"abs_error_mean": mean, "per_task": per_task, "coverage": num(np.mean(cover)) if cover else None,
+          "audit_questions_per_task": int(n), "draws": int(draws),
+          "population": "each later (task, checkpoint) cell's questions with >= k samples"}
+
+
 def pass_at_k_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping], *, family: str,
-                      ks: Sequence[int] = (1, 2, 4, 8)) -> dict:
+                      ks: Sequence[int] = (1, 2, 4, 8), audit_size: int = 32, draws: int = 200,
+                      seed: int = 0) -> dict:
   """summary.json `pass_at_k`: `{str(k): {abs_error_mean, per_task, calibrated, mean_matched, per_cell}}`.
 
   Held-out (split 'test') questions at later checkpoints (checkpoint_role 'later'): predicted
@@ -67,7 +102,9 @@ def pass_at_k_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping],
   left out). `calibrated`: the same with the Beta spread (`spread_pass_at_k`), phi fitted on the
   validation questions of the probe-training checkpoints only. `mean_matched` is a diagnostic,
   not a predictor: each cell's p shifted (logit scale) to the cell's measured mean pass@1, so
-  what remains is the spread (Jensen) error alone, raw and calibrated.
+  what remains is the spread (Jensen) error alone, raw and calibrated. `audited`: the PPI++
+  estimate from a random audit of `audit_size` questions (`_audited`), `draws` audits per cell;
+  the audit's generation is what it costs.
   """
   predictions, labels = list(predictions), list(labels)
   test = join_cells(predictions, labels, family, split="test", role="later")
@@ -76,6 +113,7 @@ def pass_at_k_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping],
     phi = fit_concentration(*(np.concatenate([v[f] for v in fit.values()]) for f in ("p", "c", "k")))
   except ValueError:  # no validation rows at the training checkpoints: nothing to fit on
     phi = None
+  later = join_cells(predictions, labels, family, role="later")
   out = {}
   for k in (int(x) for x in ks):
     errs: dict[str, dict[str, list]] = {m: {} for m in ("raw", "calibrated", "matched_raw", "matched_calibrated")}
@@ -106,5 +144,6 @@ def pass_at_k_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping],
                    "mean_matched": {"abs_error_mean": _by_task(errs["matched_raw"])[0],
                                     "abs_error_mean_calibrated": _by_task(errs["matched_calibrated"])[0],
                                     "note": "diagnostic: p shifted to each cell's measured pass@1"},
+                   "audited": _audited(later, k, phi, n=audit_size, draws=draws, seed=seed),
                    "per_cell": per_cell}
   return out

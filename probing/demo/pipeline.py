@@ -305,7 +305,8 @@ class Demo:
     out = {"audit": audit.audit_summary(predictions, labels, family=family, later_steps=self.later_steps,
                                         sizes=tuple(a.sizes), default_size=a.questions_per_task,
                                         draws=a.draws, seed=self.cfg.seed),
-           "pass_at_k": audit.pass_at_k_summary(predictions, labels, family=family),
+           "pass_at_k": audit.pass_at_k_summary(predictions, labels, family=family,
+                                                audit_size=a.questions_per_task, draws=a.draws, seed=self.cfg.seed),
            "drift": audit.drift_summary(predictions, labels, sets, family=family, train_steps=self.train_steps,
                                         later_steps=self.later_steps, layers=head.layers if head.uses_x else (),
                                         pooling=head.pooling, center=head.center != "none", nll=True,
@@ -364,6 +365,7 @@ def run(cfg, workdir: str, log: Callable[[str], None] = print) -> dict:
   if cfg.audit.enabled:
     with d.timer("audit, pass@k, drift"):
       summary.update(d.audit(predictions, labels))
+      summary["latency_seconds"]["audited"] = evaluate.audited_clock(summary["latency_seconds"], summary["audit"])
   if not d.external:
     difficulty = {(t, q.id): q.difficulty for t in d.task_names for q in d.questions(t)}
     summary["testbed_checks"] = checks.testbed_checks(labels, predictions, summary, difficulty,

@@ -75,6 +75,10 @@ def audit_bars(summary: dict) -> dict:
   pk = summary.get("pass_at_k") or {}
   worst = max((v["abs_error_mean"] for v in pk.values() if v.get("abs_error_mean") is not None), default=None)
   out["pass_at_k_abs_error_worst_k"] = _bar(worst, 0.05, "<=")
+  audited = [(v.get("audited") or {}).get("abs_error_mean") for v in pk.values()]
+  audited = [e for e in audited if e is not None]
+  if audited:
+    out["pass_at_k_audited_abs_error_worst_k"] = _bar(max(audited), 0.05, "<=")
   cells = (summary.get("drift") or {}).get("cells") or {}
   reg = [v["alarm"] for key, v in cells.items() if key.startswith("syn_inc@")
          and int(key.split("@")[1]) >= _drop_step(summary)]
@@ -139,6 +143,13 @@ def headline(summary: dict) -> str:
       if lat.get("per_family"):
         lines.append("  per family: " + ", ".join(f"{f} {v['probe']:.2f}s ({v['ratio']:.1f}x)"
                                                   for f, v in lat["per_family"].items()))
+      au = lat.get("audited")
+      if au:
+        lines.append(f"  audited estimate: probe {au['probe_seconds']:.2f}s + audit generation "
+                     f"{au['audit_generation_seconds']:.2f}s ({au['audit_questions']} questions) vs generation "
+                     f"alone at matched precision {au['generation_alone_seconds']:.2f}s "
+                     f"({au['generation_alone_questions']:.0f} questions) = "
+                     f"{_fmt(au['speedup_at_matched_precision'], '.2f')}x")
   missed = [k for k, v in (summary.get("bars") or {}).items() if isinstance(v, dict) and v.get("met") is False]
   lines.append("bars missed: " + (", ".join(missed) if missed else "none"))
   return "\n".join(lines)
@@ -257,7 +268,10 @@ def _audit_text(summary: dict) -> str:
                  f"{plan.get('questions_needed_per_task_ppi')} and audit alone "
                  f"{plan.get('questions_needed_per_task_audit_only')} questions per task")
   for k, v in (summary.get("pass_at_k") or {}).items():
-    lines.append(f"- pass@{k}: mean |predicted - measured| {_fmt(v.get('abs_error_mean'))}")
+    au = v.get("audited") or {}
+    lines.append(f"- pass@{k}: mean |predicted - measured| {_fmt(v.get('abs_error_mean'))} from one pass; "
+                 f"{_fmt(au.get('abs_error_mean'))} audited (PPI++, n = {au.get('audit_questions_per_task')}, "
+                 f"coverage {_fmt(au.get('coverage'))})")
   cells = (summary.get("drift") or {}).get("cells") or {}
   fired = sorted(key for key, v in cells.items() if v.get("alarm"))
   lines.append(f"- drift alarm ('probe stale: relabel') on {len(fired)} of {len(cells)} later cells: "
