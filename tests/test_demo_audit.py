@@ -259,3 +259,16 @@ def test_audited_clock_matches_precision_by_the_ess_gain():
   assert 32 * 2 < m_b < 32 * 4
   assert out["generation_alone_questions"] == pytest.approx(32 + m_b)
   assert out["speedup_at_matched_precision"] == pytest.approx((32 + m_b) * 0.1 / 7.4)
+
+
+def test_residual_test_tolerance():
+  """With a tolerance the test asks whether the probe is off by more than it: a 0.05 bias passes
+  a 0.1 tolerance (and fails the plain test), a 0.3 bias fails both; tolerance 0 is two-sided."""
+  rng = np.random.default_rng(0)
+  y = rng.binomial(8, 0.5, size=400) / 8
+  for bias, plain, tol in ((0.05, True, False), (0.3, True, True)):
+    p = np.clip(y - bias + 0.05 * rng.normal(size=400), 0, 1)
+    assert (drift.residual_test(y, p, N=4000)[1] < 0.05) == plain
+    assert (drift.residual_test(y, p, N=4000, tolerance=0.1)[1] < 0.05) == tol
+  m, pv = drift.residual_test(y, y - 0.01, tolerance=0.0)
+  assert pv == 0.0 and drift.residual_test(y, y - 0.01, tolerance=0.02)[1] == 1.0

@@ -82,6 +82,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.audit.questions_per_task = 32
   c.audit.sizes = (32, 64, 128)
   c.audit.draws = 200
+  # "probe stale: relabel" when the audit shows the probe's task accuracy off by more than this
+  # (PPI++ corrects a smaller bias), or when the shift score fires.
+  c.audit.stale_tolerance = 0.1
 
   c.monitor = ml_collections.ConfigDict()
   c.monitor.enabled = True

@@ -249,7 +249,7 @@ def drift_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping], fea
                   family: str, train_steps: Sequence[int], later_steps: Sequence[int],
                   layers: Sequence[int] = (), pooling: str = "last+mean", center: bool = False,
                   nll: bool = False, audit_size: int = 32, draws: int = 200, seed: int = 0,
-                  alpha: float = 0.01, residual_alpha: float = 0.05) -> dict:
+                  alpha: float = 0.01, residual_alpha: float = 0.05, stale_tolerance: float = 0.1) -> dict:
   """summary.json `drift`: `{cells: {"task@step": {...}}, by_task: {...}, settings}`.
 
   Per later cell: `score`, the backwards step along the task's learning direction since the
@@ -259,8 +259,9 @@ def drift_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping], fea
   probe's own inputs are the natural choice, but pooled activations move with training whatever
   a skill does (they never fire on the testbed's regression); `layers=(), nll=True` (the NLL
   every demo store holds) is the score that does. Residual test: `residual_p_value` of the
-  audit's first draw (the same draw as `audit_summary`'s representative one, n = audit_size),
-  `residual_alarm_rate` the share of `draws` audits rejecting at `residual_alpha`.
+  audit's first draw (the same draw as `audit_summary`'s representative one, n = audit_size) for
+  H0: |mean(Y - p)| <= stale_tolerance (PPI++ corrects a smaller bias; a probe off by more is
+  stale), `residual_alarm_rate` the share of `draws` audits rejecting at `residual_alpha`.
   alarm = score_alarm or residual_alarm. `true_bias` (mean y - p over all the cell's questions)
   is for evaluating the alarms only; no alarm reads it.
   """
@@ -288,7 +289,7 @@ def drift_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping], fea
       tests = []
       for _ in range(int(draws)):
         idx = audit_lib.draw_audit(N, n, seed=rng).indices
-        tests.append(residual_test(cell["c"][idx] / cell["k"][idx], cell["p"][idx], N))
+        tests.append(residual_test(cell["c"][idx] / cell["k"][idx], cell["p"][idx], N, stale_tolerance))
       m, pv = tests[0]
       res_alarm = bool(pv < residual_alpha)
       out[key] = {"score": check["score"], "threshold": check["threshold"], "previous_step": prev,
@@ -304,4 +305,5 @@ def drift_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping], fea
   return {"cells": out, "by_task": by_task,
           "settings": {"family": family, "layers": list(layers), "pooling": pooling, "center": center,
                        "nll": nll, "audit_size": int(audit_size), "draws": int(draws), "alpha": alpha,
-                       "residual_alpha": residual_alpha, "train_steps": train, "later_steps": later}}
+                       "residual_alpha": residual_alpha, "stale_tolerance": stale_tolerance,
+                       "train_steps": train, "later_steps": later}}

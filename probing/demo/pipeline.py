@@ -310,7 +310,8 @@ class Demo:
            "drift": audit.drift_summary(predictions, labels, sets, family=family, train_steps=self.train_steps,
                                         later_steps=self.later_steps, layers=head.layers if head.uses_x else (),
                                         pooling=head.pooling, center=head.center != "none", nll=True,
-                                        audit_size=a.questions_per_task, draws=a.draws, seed=self.cfg.seed)}
+                                        audit_size=a.questions_per_task, draws=a.draws, seed=self.cfg.seed,
+                                        stale_tolerance=a.stale_tolerance)}
     out["audit"]["family"] = family
     return out
 

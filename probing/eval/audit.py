@@ -429,14 +429,17 @@ def t_quantile(alpha: float, df: int) -> float:
   return float(sps.t.ppf(1 - alpha / 2, max(int(df), 1)))
 
 
-def audited_accuracy(p_all: Any, y_audit: Any, p_audit: Any, *, alpha: float = 0.05) -> dict:
+def audited_accuracy(p_all: Any, y_audit: Any, p_audit: Any, *, alpha: float = 0.05,
+                     stale_tolerance: float = 0.1) -> dict:
   """One task at one checkpoint: the probe's p for all N questions, a random audit's measured
   pass@1 y and the probe's p on the same audited questions -> what `launch.predict`, the monitor
   and the watcher report. The estimator and interval are the ones whose coverage the demo
   measures (`probing.demo.audit`): finite-population PPI++ with a jackknife standard error and a
   t interval on n - 1 df; the audit mean with its t interval beside it; the residual test
-  (H0: mean(Y - p) = 0) whose small p-value says "probe stale: relabel".
+  (`probing.eval.drift.residual_test`, H0: |mean(Y - p)| <= stale_tolerance) whose p-value below
+  alpha raises the alarm "probe stale: relabel".
   """
+  from probing.eval.drift import residual_test  # pylint: disable=import-outside-toplevel
   p_all = _unit("p_all", p_all)
   y, p = _audit_pair(y_audit, p_audit)
   n, N = len(y), len(p_all)
@@ -446,19 +449,14 @@ def audited_accuracy(p_all: Any, y_audit: Any, p_audit: Any, *, alpha: float = 0
   pp = ppi_plus_plus(p_all, y, p, N=N, alpha=alpha)
   se_pp = jackknife_se(p_all, y, p) if 2 < n < N else pp.std_err
   t = t_quantile(alpha, n - 1)
-  r = y - p
-  se_r = float(np.sqrt((1.0 - n / N) * r.var(ddof=1) / n))
-  if se_r > 0:
-    p_value = float(2.0 * sps.t.sf(abs(r.mean()) / se_r, n - 1))
-  else:
-    p_value = 1.0 if abs(r.mean()) < 1e-12 else 0.0
+  residual, p_value = residual_test(y, p, N, stale_tolerance) if n < N else (float((y - p).mean()), 1.0)
   gain = (ao.std_err ** 2 / se_pp ** 2) if se_pp > 0 else (float("inf") if ao.std_err > 0 else 1.0)
   ci = lambda v, se: [float(v - t * se), float(v + t * se)]  # noqa: E731
   return {"n": n, "N": N, "probe_only": float(p_all.mean()),
           "audit_only": {"estimate": ao.value, "ci": ci(ao.value, ao.std_err)},
           "ppi": {"estimate": pp.value, "ci": ci(pp.value, se_pp), "lam": float(pp.lam)},
-          "ess_gain": float(gain), "residual": float(r.mean()), "residual_p_value": p_value,
-          "alarm": bool(p_value < alpha), "alpha": float(alpha),
+          "ess_gain": float(gain), "residual": residual, "residual_p_value": p_value,
+          "stale_tolerance": float(stale_tolerance), "alarm": bool(p_value < alpha), "alpha": float(alpha),
           "interval": "t on n-1 df; PPI++ se: delete-one jackknife (lam re-tuned), fpc"}
 
 
@@ -474,8 +472,8 @@ def audit_questions(question_ids: Sequence[str], n: int, *, seed: int, task: str
   return [ids[i] for i in draw_audit(len(ids), int(n), seed=rng).indices]
 
 
-def audit_tasks(predictions: Iterable[Mapping], audit_labels: Iterable[Mapping], *, alpha: float = 0.05
-                ) -> dict[str, dict]:
+def audit_tasks(predictions: Iterable[Mapping], audit_labels: Iterable[Mapping], *, alpha: float = 0.05,
+                stale_tolerance: float = 0.1) -> dict[str, dict]:
   """task -> `audited_accuracy` at one checkpoint, joining prediction records (`task`,
   `question_id`, `p`) with label records of the audited questions (`task`, `question_id`, `c`,
   `k`). Tasks without audit labels are left out; an audited question the probe did not score, or
@@ -498,5 +496,6 @@ def audit_tasks(predictions: Iterable[Mapping], audit_labels: Iterable[Mapping],
   for task, ys in sorted(audited.items()):
     ps = p_by_task[task]
     qids = sorted(ys)
-    out[task] = audited_accuracy(list(ps.values()), [ys[q] for q in qids], [ps[q] for q in qids], alpha=alpha)
+    out[task] = audited_accuracy(list(ps.values()), [ys[q] for q in qids], [ps[q] for q in qids], alpha=alpha,
+                                 stale_tolerance=stale_tolerance)
   return out

@@ -15,9 +15,10 @@ Threshold, from the probe-training checkpoints only: the largest backwards step 
 consecutive training checkpoints (0 if none) plus z_{1-alpha} times the largest standard error
 of such a step (question-paired when the rows align).
 
-Residual test. On a random audit of n of the cell's N questions, H0: mean(Y - p) = 0 over the N
-questions; t = mean / sqrt((1 - n/N) s^2 / n) on n - 1 df, two-sided. A small p-value says the
-probe's task accuracy is off at this checkpoint, whatever the features did.
+Residual test. On a random audit of n of the cell's N questions, H0: |mean(Y - p)| <= tolerance
+over the N questions; t = (|mean| -+ tolerance) / sqrt((1 - n/N) s^2 / n) on n - 1 df. A small
+p-value says the probe's task accuracy is off by more than the tolerance at this checkpoint,
+whatever the features did.
 """
 from __future__ import annotations
 
@@ -108,14 +109,22 @@ class ShiftMonitor:
     return {"score": s, "threshold": self.threshold, "alarm": bool(s > self.threshold)}
 
 
-def residual_test(y_audit: Any, p_audit: Any, N: int | None = None) -> tuple[float, float]:
-  """(mean residual, two-sided p-value) of H0: mean(Y - p) = 0, with the fpc when N is given.
+def residual_test(y_audit: Any, p_audit: Any, N: int | None = None, tolerance: float = 0.0
+                  ) -> tuple[float, float]:
+  """(mean residual, p-value) of H0: |mean(Y - p)| <= tolerance over the N questions, with the fpc
+  when N is given; tolerance 0 is the two-sided test of mean(Y - p) = 0.
 
-  A constant residual (zero variance) gives p = 1 when it is 0 and p = 0 otherwise.
+  PPI++ corrects a probe's bias from the audit anyway, so a small bias is no reason to relabel;
+  a tolerance says how far off the probe's own task accuracy may be before it counts as stale.
+  The p-value is exact at the boundary |mu| = tolerance: P(|M| >= |m|) = sf((|m| - tol)/se) +
+  sf((|m| + tol)/se) on n - 1 df. A constant residual (zero variance) gives p = 1 when it lies
+  within the tolerance and p = 0 otherwise.
   """
   y, p = np.asarray(y_audit, np.float64), np.asarray(p_audit, np.float64)
   if y.shape != p.shape or y.ndim != 1 or len(y) < 2:
     raise ValueError(f"y_audit, p_audit: need two 1-D arrays of the same length >= 2, got {y.shape}, {p.shape}")
+  if not tolerance >= 0:
+    raise ValueError(f"tolerance: must be >= 0, got {tolerance}")
   r, n = y - p, len(y)
   fpc = 1.0 if N is None else 1.0 - n / int(N)
   if fpc < 0:
@@ -123,8 +132,9 @@ def residual_test(y_audit: Any, p_audit: Any, N: int | None = None) -> tuple[flo
   se = float(np.sqrt(fpc * r.var(ddof=1) / n))
   m = float(r.mean())
   if se == 0.0:
-    return m, 1.0 if abs(m) < 1e-12 else 0.0
-  return m, float(2.0 * sps.t.sf(abs(m) / se, n - 1))
+    return m, 1.0 if abs(m) <= tolerance + 1e-12 else 0.0
+  a = abs(m)
+  return m, float(min(1.0, sps.t.sf((a - tolerance) / se, n - 1) + sps.t.sf((a + tolerance) / se, n - 1)))
 
 
 def domain_auroc(reference: Any, new: Any, *, folds: int = 5, seed: int = 0, C: float = 1.0) -> float:
