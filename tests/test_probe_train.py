@@ -117,3 +117,26 @@ def test_content_baselines_read_metadata_and_prompts(data):
   ev = {k: evaluate(data, base[k], split.test)["auroc"]["primary"]["mean"] for k in ("metadata_lr", "surface_lr")}
   assert ev["metadata_lr"] > 0.7 and ev["surface_lr"] > 0.65, ev  # the task prior scores 0.5 here
   assert set(baselines(data, split)) == {"task_prior", "task_difficulty_prior", "gold_nll_mean", "gold_nll_sum"}
+
+
+def test_ranking_term_is_the_within_cell_pairwise_loss(data):
+  """rank_weight adds softplus(z_j - z_i) (y_i - y_j) over pairs of one cell with y_i > y_j, padding
+  rows and cross-cell pairs excluded; a linear probe trained with it still ranks within cells."""
+  import jax.numpy as jnp
+  from probing.probes import train as train_lib
+  rng = np.random.default_rng(0)
+  z, y = rng.normal(size=7), rng.uniform(size=7)
+  cell, w = np.array([0, 0, 0, 1, 1, 1, 0]), np.array([1, 1, 1, 1, 1, 1, 0.0])
+  pair, gap = 0.0, 0.0
+  for i in range(6):
+    for j in range(6):
+      if cell[i] == cell[j] and y[i] > y[j]:
+        pair += np.logaddexp(0, z[j] - z[i]) * (y[i] - y[j])
+        gap += y[i] - y[j]
+  base = float(train_lib._loss(jnp.asarray(z), jnp.asarray(y), jnp.asarray(w), "bce"))
+  got = float(train_lib._loss(jnp.asarray(z), jnp.asarray(y), jnp.asarray(w), "bce", jnp.asarray(cell), 2.0))
+  assert got == pytest.approx(base + 2.0 * pair / gap, rel=1e-5)
+  head, train_cfg = family_config("linear", rank_weight=1.0)
+  split = make_split(data)
+  probe = train_probe(data, split, head, train_cfg)
+  assert evaluate(data, probe.predict(data), split.test)["auroc"]["primary"]["mean"] > 0.7

@@ -59,6 +59,7 @@ def base_config(family: str, arg: str | None) -> ml_collections.ConfigDict:
   c.train.eval_every = 1  # epochs per validation round
   c.train.patience = 5  # validation rounds without improvement before stopping
   c.train.loss = "bce"  # 'bce' | 'mse' against the soft pass@1 c/k
+  c.train.rank_weight = 0.0  # + this x a within-cell pairwise ranking term (0 = pointwise only)
   c.train.schedule = "cosine"  # 'cosine' | 'constant'
   c.train.submodel_train = "all"  # submodel blocks: 'all' | 'norms' | 'none'
   c.train.block_lr_scale = 0.1  # submodel blocks' lr relative to the head's

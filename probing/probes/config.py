@@ -57,6 +57,9 @@ class TrainConfig:
   eval_every: int = 1  # epochs per validation round
   patience: int = 5  # validation rounds without improvement before stopping
   loss: str = "bce"  # 'bce' | 'mse' against the soft pass@1 c/k
+  # + rank_weight x a within-cell pairwise (RankNet) term: the metric ranks questions inside each
+  # (checkpoint, task) cell, and the pointwise loss spends capacity on cell-level accuracy.
+  rank_weight: float = 0.0
   schedule: str = "cosine"  # 'cosine' | 'constant'
   submodel_train: str = "all"  # submodel blocks: 'all' | 'norms' | 'none' (frozen)
   block_lr_scale: float = 0.1  # submodel blocks' lr relative to the head's
@@ -67,6 +70,8 @@ class TrainConfig:
     if self.validity_factor < 1:
       raise ValueError(f"validity_factor {self.validity_factor}: must be >= 1 (the window ends at or after "
                        "the last trained step)")
+    if not self.rank_weight >= 0:
+      raise ValueError(f"rank_weight {self.rank_weight}: must be >= 0")
     if self.loss not in ("bce", "mse"):
       raise ValueError(f"loss {self.loss!r}: expected 'bce' or 'mse'")
     if self.schedule not in ("cosine", "constant"):

@@ -51,11 +51,18 @@ def _optimizer(hp: TrainConfig, params, steps: int) -> optax.GradientTransformat
                              "block_norm": frozen if hp.submodel_train == "none" else block}, labels))
 
 
-def _loss(z, y, w, kind: str):
-  """Mean over real rows (w = 0 marks padding rows)."""
+def _loss(z, y, w, kind: str, cell=None, rank_weight: float = 0.0):
+  """Mean over real rows (w = 0 marks padding rows); with rank_weight, plus the pairwise logistic
+  loss softplus(z_j - z_i) over pairs of one cell with y_i > y_j, weighted by y_i - y_j."""
   per_row = (optax.sigmoid_binary_cross_entropy(z, y) if kind == "bce"
              else jnp.square(jax.nn.sigmoid(z) - y))
-  return (per_row * w).sum() / jnp.maximum(w.sum(), 1.0)
+  loss = (per_row * w).sum() / jnp.maximum(w.sum(), 1.0)
+  if rank_weight and cell is not None:
+    gap = (y[:, None] - y[None, :]) * (cell[:, None] == cell[None, :]) * (w[:, None] * w[None, :])
+    gap = jnp.maximum(gap, 0.0)
+    pair = jax.nn.softplus(z[None, :] - z[:, None])
+    loss = loss + rank_weight * (gap * pair).sum() / jnp.maximum(gap.sum(), 1e-6)
+  return loss
 
 
 def _pad_rows(d: Mapping[str, np.ndarray], size: int) -> dict[str, jax.Array]:
@@ -71,7 +78,8 @@ def _trainer(graphdef, hp: TrainConfig, has_val: bool):
   """The whole training run as one jitted function (cached, so warm calls skip compiling)."""
 
   def loss_fn(params, rest, batch):
-    return _loss(nnx.merge(graphdef, params, rest)(batch), batch["y"], batch["w"], hp.loss)
+    return _loss(nnx.merge(graphdef, params, rest)(batch), batch["y"], batch["w"], hp.loss,
+                 batch.get("cell"), hp.rank_weight)
 
   def run(params, rest, train, val, key):
     n = train["y"].shape[0]
@@ -179,6 +187,8 @@ def train_probe(data: ProbeData, split: Split, cfg: ProbeConfig, train_cfg: Trai
       base=cfg.base, submodel_layer=data.meta.get("token_layer") or 0,
       submodel_blocks=cfg.submodel_blocks, olmo_config=olmo_config)
   trained = TrainedProbe(cfg, spec, {}, stats, tasks, {})
+  cells = np.unique(np.stack([data.step.astype(str), data.task.astype(str)], 1), axis=0,
+                    return_inverse=True)[1].reshape(-1).astype(np.int32)
   logs, p_val = {}, np.full(len(data), np.nan, np.float32)
   for name in (["shared"] if shared else tasks):
     rows_tr = tr & (True if shared else data.task == name)
@@ -186,7 +196,8 @@ def train_probe(data: ProbeData, split: Split, cfg: ProbeConfig, train_cfg: Trai
     head = heads_lib.build_probe(spec, train_cfg.seed)
     if enc == "submodel":
       load_submodel_blocks(head, spec, olmo_source)
-    prep = lambda rows: _with_y(trained.inputs(data, rows), data.y[rows], shared)  # noqa: E731
+    prep = lambda rows: _with_y(trained.inputs(data, rows), data.y[rows], shared,  # noqa: E731
+                                cells[rows] if train_cfg.rank_weight else None)
     head, logs[name], p_val[rows_va] = fit(head, prep(rows_tr), prep(rows_va) if rows_va.any() else None,
                                            train_cfg)
     trained.heads[name] = head
@@ -194,8 +205,10 @@ def train_probe(data: ProbeData, split: Split, cfg: ProbeConfig, train_cfg: Trai
   return trained
 
 
-def _with_y(inputs: dict, y: np.ndarray, shared: bool) -> dict:
+def _with_y(inputs: dict, y: np.ndarray, shared: bool, cell: np.ndarray | None = None) -> dict:
   inputs = dict(inputs, y=y.astype(np.float32))
+  if cell is not None:
+    inputs["cell"] = cell
   if not shared:
     inputs["task"] = np.zeros(len(y), np.int32)
   return inputs
