@@ -252,8 +252,9 @@ def drift_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping], fea
                   alpha: float = 0.01, residual_alpha: float = 0.05, stale_tolerance: float = 0.1) -> dict:
   """summary.json `drift`: `{cells: {"task@step": {...}}, by_task: {...}, settings}`.
 
-  Per later cell: `score`, the backwards step along the task's learning direction since the
-  previous checkpoint (`probing.eval.drift.ShiftMonitor`), against `threshold` (fitted on the
+  Per later cell: `score`, the largest backwards step along the task's learning direction from
+  any earlier checkpoint to this one (`probing.eval.drift.ShiftMonitor`; the drawdown from the
+  task's best checkpoint so far, `previous_step`), against `threshold` (fitted on consecutive
   probe-training checkpoints only), from the rows `layers`/`pooling` (centered per cell when
   `center`, as a centering probe reads them) and the gold-answer NLL columns when `nll`. The
   probe's own inputs are the natural choice, but pooled activations move with training whatever
@@ -279,10 +280,13 @@ def drift_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping], fea
       raise ValueError(f"drift_summary: task {task!r} has no features at training steps {missing}")
     monitor = ShiftMonitor.fit([rows[s] for s in train], alpha=alpha, paired=paired)
     seq = train + [s for s in later if s in rows]
-    for prev, step in zip(seq[:-1], seq[1:]):
+    for i, step in enumerate(seq):
       if step not in later or (task, step) not in cells:
         continue
       key, cell = cell_key(task, step), cells[(task, step)]
+      # Drawdown: the largest backwards step from any earlier checkpoint (the task's best so far),
+      # so a regression stays flagged at every checkpoint after it until the probe is retrained.
+      prev = max(seq[:i], key=lambda s: monitor.score(rows[s], rows[step]))
       check = monitor.check(rows[prev], rows[step])
       N, n = len(cell["p"]), min(int(audit_size), len(cell["p"]))
       rng = np.random.default_rng([int(seed), zlib.crc32(key.encode()), int(audit_size)])
