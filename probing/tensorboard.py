@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from typing import Iterable, Mapping, Protocol, runtime_checkable
 
 
@@ -25,23 +26,30 @@ class ScalarWriter(Protocol):
 
 
 class TensorBoardWriter:
-  """TensorBoard event files under `logdir` (tensorboardX); every call is flushed to disk, so a
-  killed process loses nothing it reported as written."""
+  """TensorBoard event files under `logdir`, written synchronously with tensorboardX's event
+  writer: every `write_scalars` is on disk when it returns (tensorboardX's `SummaryWriter` queues
+  events for a background thread, which a killed process would lose). One file per process
+  (the pid in its name), so a restarted watcher adds a file beside the old one."""
 
   def __init__(self, logdir: str | os.PathLike):
-    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+    from tensorboardX.event_file_writer import EventsWriter  # pylint: disable=import-outside-toplevel
     self.logdir = os.fspath(logdir)
     os.makedirs(self.logdir, exist_ok=True)
-    self._writer = SummaryWriter(logdir=self.logdir)
+    self._events = EventsWriter(os.path.join(self.logdir, "events"), f".{os.getpid()}")
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
-    for tag, value in scalars.items():
-      if value is not None and math.isfinite(float(value)):
-        self._writer.add_scalar(tag, float(value), global_step=int(step))
-    self._writer.flush()
+    from tensorboardX import summary  # pylint: disable=import-outside-toplevel
+    from tensorboardX.proto import event_pb2  # pylint: disable=import-outside-toplevel
+    values = [summary.scalar(tag, float(v)).value[0] for tag, v in scalars.items()
+              if v is not None and math.isfinite(float(v))]
+    if values:
+      event = event_pb2.Event(wall_time=time.time(), step=int(step),
+                              summary=summary.Summary(value=values))
+      self._events.write_event(event)
+      self._events.flush()
 
   def close(self) -> None:
-    self._writer.close()
+    self._events.close()
 
 
 def as_writer(writer: "ScalarWriter | str | os.PathLike | None") -> ScalarWriter | None:
