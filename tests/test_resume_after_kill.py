@@ -187,3 +187,36 @@ def test_watch(tmp_path, testbed_run, testbed_probe):
   for a, b in zip(got, want):
     for f in ("predicted", "predicted_low", "predicted_high"):
       assert a[f] == pytest.approx(b[f], abs=1e-6)
+
+
+LABEL_SETTINGS = dict(tasks=",".join(TASKS), limit=4, num_samples=2, batch_size=2, max_new_tokens=12)
+
+
+def label_cmd(checkpoint, out):
+  return [sys.executable, "-m", "launch.label", "--config=configs/experiments/label.py",
+          f"--config.checkpoint={checkpoint}", f"--config.out_dir={out}",
+          *[f"--config.{k}={v}" for k, v in LABEL_SETTINGS.items()]]
+
+
+def test_label(tmp_path, testbed_run):
+  from configs.experiments import label
+  from probing import labels
+  _, path = testbed_run["checkpoints"][-1]
+  c = label.get_config()
+  c.update(dict(checkpoint=path, out_dir=str(tmp_path / "ref"), **LABEL_SETTINGS))
+  labels.run(c, log=lambda _: None)
+  out = tmp_path / "labels"
+
+  def whole_lines_only():
+    for f in (out.glob("*.jsonl") if out.exists() else ()):
+      lines = f.read_text().split("\n")
+      for line in lines[:-1]:  # every finished line is a whole record; a torn tail is cut on read
+        json.loads(line)
+
+  kill_then_rerun(label_cmd(path, out), 2, 25, check_partial=whole_lines_only)
+  key = lambda r: (r["checkpoint"], r["task"], r["question_id"])
+  got = {key(r): r for r in labels.read_labels(str(out))}
+  want = {key(r): r for r in labels.read_labels(str(tmp_path / "ref"))}
+  assert sorted(got) == sorted(want) and len(want) == 4 * len(TASKS)
+  for k, r in want.items():
+    assert (got[k]["c"], got[k]["k"], got[k]["greedy"]) == (r["c"], r["k"], r["greedy"])
