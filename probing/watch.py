@@ -223,6 +223,10 @@ class Watcher:
                writer: tensorboard.ScalarWriter | None = None, report: Callable[[str], None] = logging.info):
     if not probes:
       raise WatchError("no trained probes to watch with (--probes)")
+    import jax  # pylint: disable=import-outside-toplevel
+    if jax.process_count() > 1:  # processes would each scan, probe and append on their own
+      raise WatchError("the watcher runs as one process (it uses every local device through --mesh); "
+                       "start it without --num_processes / JAX_NUM_PROCESSES")
     self.run_dir, self.out = os.path.abspath(run_dir), os.path.abspath(out)
     self.probes, self.questions = dict(probes), {t: list(qs) for t, qs in questions.items()}
     self.formats = dict(prompt_format_hashes or {})

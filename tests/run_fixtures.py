@@ -7,10 +7,13 @@ plumbing, not probe quality) and a linear probe trained on them with the testbed
 """
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASKS = ("syn_sum", "syn_rev")
 LIMIT = 16
 
@@ -63,3 +66,16 @@ def testbed_probe(testbed_run, tmp_path_factory):
   jobs.train(probe_config(root))  # steps 3, 6, 9 train; 12 is the later checkpoint
   return {"root": root, "probe": str(root / "probe_out" / "probe"), "labels": str(root / "labels"),
           "features": str(root / "features")}
+
+
+def demo_smoke_cmd(workdir):
+  return [sys.executable, "-m", "launch.demo", "--preset=smoke", f"--workdir={workdir}"]
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+  """(workdir, completed process) of one uninterrupted smoke demo (`launch.demo --preset=smoke`)."""
+  workdir = str(tmp_path_factory.mktemp("demo") / "smoke")
+  proc = subprocess.run(demo_smoke_cmd(workdir), cwd=ROOT, capture_output=True, text=True, timeout=1800)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  return workdir, proc

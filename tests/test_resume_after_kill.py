@@ -220,3 +220,31 @@ def test_label(tmp_path, testbed_run):
   assert sorted(got) == sorted(want) and len(want) == 4 * len(TASKS)
   for k, r in want.items():
     assert (got[k]["c"], got[k]["k"], got[k]["greedy"]) == (r["c"], r["k"], r["greedy"])
+
+
+def test_demo(tmp_path, smoke_run):
+  """The smoke demo killed anywhere and rerun gives the uninterrupted smoke demo's labels and
+  predictions (the session's smoke-demo fixture is the reference)."""
+  from run_fixtures import demo_smoke_cmd
+  ref, _ = smoke_run
+  workdir = tmp_path / "demo"
+
+  def finished_files_whole():
+    for name in ("summary.json",):
+      if (workdir / name).exists():
+        json.loads((workdir / name).read_text())
+    for name in ("labels.jsonl", "predictions.jsonl"):
+      if (workdir / name).exists():
+        _jsonl(workdir / name)
+
+  kill_then_rerun(demo_smoke_cmd(workdir), 5, 120, timeout=1800, check_partial=finished_files_whole)
+  label_key = lambda r: (r["checkpoint"], r["task"], r["question_id"])
+  got = sorted(_jsonl(workdir / "labels.jsonl"), key=label_key)
+  want = sorted(_jsonl(os.path.join(ref, "labels.jsonl")), key=label_key)
+  assert [label_key(r) for r in got] == [label_key(r) for r in want]
+  assert [(r["c"], r["k"], r.get("greedy")) for r in got] == [(r["c"], r["k"], r.get("greedy")) for r in want]
+  pred_key = lambda r: (r["checkpoint"], r["task"], r["question_id"], r["probe"], r["split"])
+  got = sorted(_jsonl(workdir / "predictions.jsonl"), key=pred_key)
+  want = sorted(_jsonl(os.path.join(ref, "predictions.jsonl")), key=pred_key)
+  assert [pred_key(r) for r in got] == [pred_key(r) for r in want]
+  assert [r["p"] for r in got] == pytest.approx([r["p"] for r in want], abs=1e-6)
