@@ -237,7 +237,7 @@ def test_demo(tmp_path, smoke_run):
       if (workdir / name).exists():
         _jsonl(workdir / name)
 
-  kill_then_rerun(demo_smoke_cmd(workdir), 5, 120, timeout=1800, check_partial=finished_files_whole)
+  kill_then_rerun(demo_smoke_cmd(workdir), 5, 90, timeout=1800, check_partial=finished_files_whole)
   label_key = lambda r: (r["checkpoint"], r["task"], r["question_id"])
   got = sorted(_jsonl(workdir / "labels.jsonl"), key=label_key)
   want = sorted(_jsonl(os.path.join(ref, "labels.jsonl")), key=label_key)

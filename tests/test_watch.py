@@ -101,7 +101,7 @@ def test_watcher_follows_a_live_run(tmp_path, testbed_run, testbed_probe):
   start = lambda: subprocess.Popen(watch_cmd(run, probes, out, "--poll_seconds=0.3"), cwd=ROOT, env=ENV,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   first = start()
-  trainer = subprocess.Popen(pretrain_cmd(run, 40, 4), cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+  trainer = subprocess.Popen(pretrain_cmd(run, 24, 4), cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
   try:
     wait_for(lambda: len(timeline_steps(out)) >= 1, 300, "the first probed checkpoint", [first])
@@ -115,7 +115,7 @@ def test_watcher_follows_a_live_run(tmp_path, testbed_run, testbed_probe):
     meta = json.loads(open(os.path.join(donor, "metadata.json")).read())
     meta.update(checkpoint="step_000008", checkpoint_step=8)
     (run / "checkpoints" / "step_000008" / "metadata.json").write_text(json.dumps(meta))  # now complete
-    want = {8, 10, 20, 30, 40}
+    want = {6, 8, 12, 18, 24}
     wait_for(lambda: set(timeline_steps(out)) == want, 300, "every checkpoint in the timeline", [second])
   finally:
     for p in (first, trainer):
