@@ -23,9 +23,12 @@ setup(
         "ml_dtypes",
         "pyarrow",
         "matplotlib",
+        "tensorboardX",  # TensorBoard event files for the monitor and the watcher, without TensorFlow
     ],
     extras_require={
         # lm-eval: its real runs and its output schema are the importer's and exporter's reference.
-        "test": ["pytest", "pytest-xdist", "torch==2.13.0", "transformers>=5.13", "ppi-python", "lm-eval[hf]>=0.4.8"],
+        "test": ["pytest", "pytest-xdist", "torch==2.13.0", "transformers>=5.13", "ppi-python", "lm-eval[hf]>=0.4.8",
+                 # TensorBoard's own event reader reads back what the writer wrote
+                 "tensorboard"],
     },
 )

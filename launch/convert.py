@@ -23,6 +23,11 @@ def main(argv):
   common.init_runtime()
   from models import checkpoint, convert, sharding
   t0 = time.perf_counter()
+  if checkpoint.is_checkpoint(OUT.value):  # a rerun after a kill that came once the save was done
+    meta = checkpoint.read_metadata(OUT.value)
+    if (meta.get("source"), meta.get("revision"), meta.get("dtype")) == (FLAGS.value, REVISION.value, DTYPE.value):
+      print(f"already converted: {OUT.value} (from {FLAGS.value}); nothing to do")
+      return
   with common.user_errors():
     mesh = sharding.make_mesh(MESH.value) if MESH.value else None
     progress = common.Progress(0, "convert", "tensors", every_s=1.0)

@@ -11,20 +11,30 @@ across calls, so the cost per call is one prefill over the monitored questions p
     ...train step...
     monitor.maybe_run(step, model)
   monitor.history  # [{"step", "probe", "task", "predicted", "seconds"}, ...]
+
+Any model: pass `forward=fn`, a callable `(params_or_model, input_ids, attention_mask) -> hidden
+states` (a mapping layer -> [B, T, D], or the sequence of all of them, embeddings first), and
+give `maybe_run` whatever `fn` takes (a MaxText or levanter params tree, a module). Ids are
+left-padded int32 [B, T] and the mask is boolean (False on padding). `writer` (a
+`probing.tensorboard.ScalarWriter`, or a log directory for TensorBoard event files) receives the
+predicted accuracies, their interval bounds and the call's seconds at each monitored step.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from models import io
 from probing import cards
 from probing import features as features_lib
+from probing import tensorboard
 from probing.probes.trained import ProbeWindowWarning
 from probing import tasks as task_registry
 
@@ -35,10 +45,13 @@ class ProbeMonitor:
   def __init__(self, probes: Mapping[str, "object"], questions: Mapping[str, Sequence], tokenizer,
                spec: features_lib.ExtractSpec | None = None, *, every: int, mesh=None,
                log: Callable[[str], None] = print, out_path: str | None = None,
-               prompt_format_hashes: Mapping[str, str] | None = None):
+               prompt_format_hashes: Mapping[str, str] | None = None,
+               forward: Callable[[Any, Any, Any], Any] | None = None,
+               writer: "tensorboard.ScalarWriter | str | None" = None):
     """`probes`: name -> TrainedProbe; `questions`: task -> questions; `spec` replaces each probe's
     own `extract_spec()` (e.g. another batch size); `prompt_format_hashes` (task -> hash; default:
-    the registered tasks' own) must match each probe's card."""
+    the registered tasks' own) must match each probe's card; `forward`: a user's model as a
+    function (see the module docstring); `writer`: where scalars go (see the module docstring)."""
     if every < 1:
       raise ValueError(f"monitor every={every}: must be >= 1")
     if not probes:
@@ -46,6 +59,13 @@ class ProbeMonitor:
     self.formats = dict(prompt_format_hashes) if prompt_format_hashes is not None else _registry_formats(questions)
     for name, probe in probes.items():
       probe.check_tasks(questions, name=name, formats=self.formats)
+    if forward is not None:
+      needs_head = sorted(name for name, probe in probes.items() if probe.spec.uses_nll)
+      if needs_head:
+        raise ValueError(f"probe(s) {needs_head} read the gold-answer NLL, which needs the model's LM head; a "
+                         "forward gives hidden states only (use Olmo3, or a probe without NLL inputs)")
+    self.forward = forward
+    self.writer = tensorboard.as_writer(writer)
     self.probes = dict(probes)
     self.questions = {t: list(qs) for t, qs in questions.items()}
     self.tokenizer, self.spec, self.every, self.mesh, self.log = tokenizer, spec, every, mesh, log
@@ -58,7 +78,11 @@ class ProbeMonitor:
     """Extracts features from `model` as it is now and applies every probe; returns records."""
     # Training steps are dispatched asynchronously: wait for the queued ones first, so their time
     # is not counted as the monitor's.
-    jax.block_until_ready(nnx.state(model, nnx.Param))
+    if self.forward is None:
+      jax.block_until_ready(nnx.state(model, nnx.Param))
+    else:
+      jax.block_until_ready(nnx.state(model) if isinstance(model, nnx.Module) else model)
+      model = ForwardModel.of(self.forward, model)
     t0 = time.perf_counter()
     records = []
     for name, probe in self.probes.items():
@@ -69,13 +93,15 @@ class ProbeMonitor:
         warnings.warn(outside, ProbeWindowWarning, stacklevel=2)
       with warnings.catch_warnings():
         warnings.simplefilter("ignore", ProbeWindowWarning)
-        pred = probe.predict_model(model, self.tokenizer, self.questions, mesh=self.mesh, spec=self.spec,
+        pred = probe.predict_model(model, self.tokenizer, self.questions, mesh=self.mesh, spec=self._spec(probe),
                                    checkpoint=f"live-{step}", checkpoint_step=int(step),
                                    prompt_format_hashes=self.formats)
       data, p = pred.data, pred.p
       for task in self.questions:
         rows = data.task == task
+        low, high = _bootstrap_interval(np.asarray(p)[rows])
         records.append({"step": int(step), "probe": name, "task": task, "predicted": float(np.mean(p[rows])),
+                        "predicted_low": low, "predicted_high": high,
                         "n_questions": int(rows.sum()), "in_validity_window": outside is None})
     seconds = time.perf_counter() - t0
     for r in records:
@@ -93,13 +119,80 @@ class ProbeMonitor:
     self.log(f"monitor step {step} ({records[0]['probe']}, {records[0]['seconds']:.2f}s): {summary}")
     if self.out_path:
       io.append_jsonl(self.out_path, records)
+    if self.writer is not None:
+      scalars = tensorboard.record_scalars(records)
+      scalars["monitor/seconds"] = records[0]["seconds"]
+      self.writer.write_scalars(step, scalars)
     return records
+
+  def _spec(self, probe) -> features_lib.ExtractSpec | None:
+    """The extraction for `probe`; a user's forward has no shared-prefix cache, so none is used."""
+    if self.forward is None:
+      return self.spec
+    spec = self.spec or probe.extract_spec()
+    return dataclasses.replace(spec, share_prefix=False)
 
   def cost_seconds(self) -> dict:
     """Median wall time of a call, first (compiling) call separately."""
     s = self.call_seconds
     return {"first_call": s[0] if s else None, "median_warm": float(np.median(s[1:])) if len(s) > 1 else None,
             "calls": len(s)}
+
+
+def _bootstrap_interval(p: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+  """95% bootstrap interval of mean p over questions (the recipe of `Prediction.task_accuracy`)."""
+  if len(p) == 0:
+    return float("nan"), float("nan")
+  boot = p[np.random.default_rng(seed).integers(0, len(p), size=(n_boot, len(p)))].mean(axis=1)
+  low, high = np.percentile(boot, [2.5, 97.5])
+  return float(low), float(high)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Shape:
+  """What the prediction path asks of a model's config."""
+  num_hidden_layers: int
+  hidden_size: int
+
+
+class _Output:
+  def __init__(self, hidden_states):
+    self.hidden_states = hidden_states
+
+
+class ForwardModel(nnx.Module):
+  """A user's forward and its params, as the model `TrainedProbe.predict_model` calls: the params
+  are its state (traced, so new params reuse the compiled pass), the function its static part."""
+
+  def __init__(self, forward: Callable, params: Any, shape: _Shape):
+    self.forward = forward
+    self.params = nnx.data(params)
+    self.config = shape
+
+  @classmethod
+  def of(cls, forward: Callable, params: Any) -> "ForwardModel":
+    """Wraps `params`; depth and width come from the forward's output shapes (nothing runs)."""
+    ids = jax.ShapeDtypeStruct((1, 8), jnp.int32)
+    mask = jax.ShapeDtypeStruct((1, 8), jnp.bool_)
+    out = jax.eval_shape(forward, params, ids, mask)
+    layers = dict(out) if isinstance(out, Mapping) else dict(enumerate(out))
+    if not layers:
+      raise ValueError("the monitor's forward returned no hidden states")
+    widths = {int(v.shape[-1]) for v in layers.values()}
+    if len(widths) != 1 or any(len(v.shape) != 3 for v in layers.values()):
+      raise ValueError(f"the monitor's forward must return [B, T, D] hidden states of one width; got "
+                       f"{ {k: tuple(v.shape) for k, v in layers.items()} }")
+    return cls(forward, params, _Shape(max(int(k) for k in layers), widths.pop()))
+
+  def __call__(self, input_ids, attention_mask=None, *, layers=None, return_logits=False, prefix=None, **_):
+    if return_logits or prefix is not None:
+      raise ValueError("a user forward gives hidden states only (no logits, no prefix cache)")
+    out = self.forward(self.params, input_ids, attention_mask)
+    hs = out if isinstance(out, Mapping) else dict(enumerate(out))
+    missing = [i for i in layers if i not in hs]
+    if missing:
+      raise ValueError(f"the monitor's forward returned no hidden states for layer(s) {missing}")
+    return _Output({i: hs[i] for i in layers})
 
 
 def _registry_formats(task_names) -> dict[str, str]:

@@ -8,3 +8,5 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+pytest_plugins = ["run_fixtures"]  # session fixtures: a tiny testbed run and a probe trained on it

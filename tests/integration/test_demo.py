@@ -1,8 +1,6 @@
 """The demo pipeline and its output schema, on the smoke preset (numbers are not checked)."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -11,16 +9,7 @@ from probing.eval import metrics
 
 pytestmark = pytest.mark.slow  # end to end; still part of `make test`
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("demo") / "smoke")
-  proc = subprocess.run([sys.executable, "-m", "launch.demo", "--preset=smoke", f"--workdir={workdir}"],
-                        cwd=ROOT, capture_output=True, text=True, timeout=1800)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  return workdir, proc
+# smoke_run: the session fixture in tests/run_fixtures.py (the resume-after-kill test reuses it).
 
 
 def _jsonl(path):
