@@ -17,6 +17,7 @@ def get_config(arg=None):
   c.head.n_queries = 4
   c.train.lr = 1e-3
   c.train.wd = 1e-2
+  c.train.rank_weight = 1.0  # selection protocol, testbed v2 seed 0: 0.597 vs 0.582 without
   c.train.epochs = 60
   c.train.batch = 128
   c.train.patience = 8
