@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import time
 from typing import Callable
@@ -231,8 +232,14 @@ class Demo:
     for family in self.families:
       path = os.path.join(self.probes_dir, family)
       if os.path.exists(os.path.join(path, CARD)):
-        trained[family] = load_probe(path)
-        continue
+        probe = load_probe(path)
+        head, train_cfg = configs_from(self.families[family])
+        same = lambda a, b: json.loads(json.dumps(a, default=list)) == json.loads(json.dumps(b, default=list))  # noqa: E731
+        if same(probe.card.get("config"), dataclasses.asdict(head)) and same(probe.card.get("train"),
+                                                                             dataclasses.asdict(train_cfg)):
+          trained[family] = probe
+          continue
+        self.log(f"   {family}: settings changed since {path} was trained; retraining")
       data, head, train_cfg = self.data(self.train_steps, family)
       split, _ = self.split(data, upto)
       t0 = time.perf_counter()
