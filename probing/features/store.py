@@ -4,17 +4,21 @@
                                   format, checkpoint, checkpoint_step, task, question_ids (store
                                   order), layers, pooling, token_layer, token_cap, hybrid,
                                   reference_eos, dtype, hidden_size, tokenizer_hash, shared_prefix_tokens,
-                                  prompt_format_hash, code_version, num_processes, files,
+                                  prompt_format_hash, code_version, num_processes (how many
+                                  processes ran it; not part of the fingerprint), files,
                                   truncated_prompts, truncated_references, timing, created.
-  features.pXXXXX-of-YYYYY.npz    the rows process XXXXX extracted: `question_id` (str), `last`,
+  features.npz                    the rows (`files` lists it): `question_id` (str), `last`,
                                   `mean`, `tokens`, `tokens_mask`, `prompt_len`, and in hybrid
                                   mode `nll_sum`, `nll_mean`, `ref_len`. Float arrays are in
-                                  `dtype` (float32 or float16). `load_features` merges all
-                                  process files back into sidecar order.
-  shards/                         while running: `spec.json` (run fingerprint) and one
-                                  `pXXXXX-bYYYYYY.npz` per finished batch. A killed run resumes
-                                  from them; they are merged and removed at the end.
+                                  `dtype` (float32 or float16). `load_features` merges the files
+                                  `files` lists (older stores have one per process) into sidecar order.
+  shards/                         while running: `spec.json` (store fingerprint) and one
+                                  `nPPPPP-bYYYYYY.npz` per finished batch of a PPPPP-process run,
+                                  rows keyed by `question_id`. A killed run resumes from them with
+                                  any process count; they are merged and removed at the end.
 Every file is written to a temporary name and `os.replace`d, so readers never see a partial file.
+In a multi-process run process 0 alone reads and writes the store (the others get its rows by
+collectives), so hosts need not share a disk.
 The writer is `probing.features.extraction`.
 """
 from __future__ import annotations
@@ -33,6 +37,7 @@ from probing import tokenizer as tokenizer_lib
 
 FORMAT = "olmo-probe-features/1"
 SIDECAR = "features.json"
+STORE_FILE = "features.npz"
 POOLINGS = ("last", "mean")
 
 
@@ -115,8 +120,6 @@ def write_npz(path: str, arrays: Mapping[str, np.ndarray]) -> None:
   io.replace_from_tmp(path, lambda f: np.savez(f, **arrays), mode="wb")
 
 
-def process_file(index: int, count: int) -> str:
-  return f"features.p{index:05d}-of-{count:05d}.npz"
 
 
 def read_npz(path: str) -> dict[str, np.ndarray]:

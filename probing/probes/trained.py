@@ -224,16 +224,20 @@ class TrainedProbe:
   # -- files
 
   def save(self, path: str | os.PathLike) -> None:
-    """Params and standardization stats with orbax under path/params, then the card (written last)."""
+    """Params and standardization stats with orbax under path/params, then the card (written last).
+    In a multi-process run every process calls it (orbax's save is collective); process 0 writes."""
     import orbax.checkpoint as ocp
+    from models import multihost  # pylint: disable=import-outside-toplevel
     path = os.path.abspath(os.fspath(path))
-    os.makedirs(path, exist_ok=True)
+    if multihost.is_writer():
+      os.makedirs(path, exist_ok=True)
     tree = {"heads": {name: flat_params(h) for name, h in self.heads.items()},
             "stats": {k: np.asarray(v) for k, v in self.stats.items()}}
     ckpt = ocp.StandardCheckpointer()
     ckpt.save(os.path.join(path, "params"), tree, force=True)
     ckpt.wait_until_finished()
-    io.write_json(os.path.join(path, CARD), self.card, indent=1)
+    if multihost.is_writer():
+      io.write_json(os.path.join(path, CARD), self.card, indent=1)
 
 
 def load_probe(path: str | os.PathLike) -> TrainedProbe:
