@@ -84,9 +84,9 @@ def _config(values, base):
   return base
 
 
-def run_two(args, *, wait_alone_s: float = 0.0, timeout=240):
-  """`python <args>` as processes 0 and 1 of one job (4 CPU devices each). With `wait_alone_s`,
-  process 0 runs alone that long first and must still be waiting for its peer."""
+def start_two(args, *, wait_alone_s: float = 0.0):
+  """`python <args>` as processes 0 and 1 of one job (4 CPU devices each), started. With
+  `wait_alone_s`, process 0 runs alone that long first and must still be waiting for its peer."""
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
@@ -94,16 +94,26 @@ def run_two(args, *, wait_alone_s: float = 0.0, timeout=240):
   procs = []
   for i in range(2):
     procs.append(subprocess.Popen(
-        [sys.executable] + args + [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-                                   f"--process_id={i}", f"--compilation_cache_dir={ROOT_CACHE}"],
+        [sys.executable] + [str(a) for a in args] + [
+            f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}",
+            f"--compilation_cache_dir={ROOT_CACHE}"],
         cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     if i == 0 and wait_alone_s:
       time.sleep(wait_alone_s)
       assert procs[0].poll() is None, procs[0].communicate()[1][-3000:]
+  return procs
+
+
+def finish(procs, timeout=300):
+  """Both processes' (stdout, stderr); each must exit 0."""
   outs = [p.communicate(timeout=timeout) for p in procs]
   for p, (_, err) in zip(procs, outs):
     assert p.returncode == 0, err[-4000:]
   return outs
+
+
+def cache_files():
+  return sum(len(files) for _, _, files in os.walk(ROOT_CACHE))
 
 
 ROOT_CACHE = ""  # set by the fixture: one compilation cache for the module's runs
@@ -163,23 +173,27 @@ def _close(a, b, where):
 
 
 def test_two_processes_match_one(shared):
+  """Each stage starts its 2-process command, computes the 1-process reference meanwhile, then compares."""
   one, two = _work(shared, "one"), _work(shared, "two")
+  probe_config = lambda work, **extra: _config(probe_values(work, **extra), linear.get_config("testbed"))  # noqa: E731
+  at_new = lambda work: {"data.checkpoint": str(work / "ckpts" / NEW)}  # noqa: E731
 
-  # convert: the same checkpoint from 2 processes as from 1
-  convert_one = checkpoint.save(str(one / "ckpts" / NEW), convert.load_hf(shared / "hf" / NEW),
-                                {"source": str(shared / "hf" / NEW)})
-  run_two(convert_command(shared / "hf" / NEW, two / "ckpts" / NEW))
-  assert sorted(os.listdir(two / "ckpts")) == [NEW]  # nothing staged left behind
-  a, b = checkpoint.load(convert_one), checkpoint.load(two / "ckpts" / NEW)
-  pa, pb = _params(a), _params(b)
+  # convert: the same checkpoint from 2 processes as from 1, staged and renamed once
+  procs = start_two(convert_command(shared / "hf" / NEW, two / "ckpts" / NEW))
+  checkpoint.save(str(one / "ckpts" / NEW), convert.load_hf(shared / "hf" / NEW), {"source": "hf"})
+  finish(procs)
+  assert sorted(os.listdir(two / "ckpts")) == [NEW]
+  pa, pb = _params(checkpoint.load(one / "ckpts" / NEW)), _params(checkpoint.load(two / "ckpts" / NEW))
   assert len(pa) == len(pb) > 0
   for x, y in zip(pa, pb):
     np.testing.assert_array_equal(x, y)
 
-  # label: identical records, written once
+  # label: identical records, each written once
+  procs = start_two(label_command(two / "ckpts" / NEW, two / "labels"))
   labels_lib.run(_config(label_values(str(one / "ckpts" / NEW), str(one / "labels")), label_configs.get_config()),
                  log=lambda msg: None)
-  run_two(label_command(two / "ckpts" / NEW, two / "labels"))
+  jobs.extract(probe_config(one, **at_new(one)))
+  finish(procs)
   got, want = _labels(two / "labels" / f"{NEW}.jsonl"), _labels(one / "labels" / f"{NEW}.jsonl")
   assert len(got) == len(want) == 2 * LIMIT and [r["question_id"] for r in got] == [r["question_id"] for r in want]
   drop = lambda r: {k: v for k, v in r.items() if k != "timings"}  # noqa: E731
@@ -187,10 +201,11 @@ def test_two_processes_match_one(shared):
 
   # extract: syn_add's store comes from the 1-process run (2 processes must serve it, not redo it);
   # syn_sub's is extracted by 2 processes, and then serves 1 process as is
-  jobs.extract(_config(probe_values(one, **{"data.checkpoint": str(one / "ckpts" / NEW)}), linear.get_config("testbed")))
   shutil.copytree(one / "features" / NEW / "syn_add", two / "features" / NEW / "syn_add")
   before = os.path.getmtime(two / "features" / NEW / "syn_add" / features.SIDECAR)
-  (_, err0), _ = run_two(extract_command(two))
+  procs = start_two(extract_command(two))
+  jobs.train(probe_config(one, out=str(one / "trained")))
+  (_, err0), _ = finish(procs)
   assert "extract syn_add" not in err0 and "extract syn_sub" in err0, err0[-3000:]
   assert os.path.getmtime(two / "features" / NEW / "syn_add" / features.SIDECAR) == before
   for task in TASKS.split(","):
@@ -202,21 +217,21 @@ def test_two_processes_match_one(shared):
       np.testing.assert_allclose(y.arrays[k], x.arrays[k], atol=TOL, err_msg=f"{task}/{k}")
   assert sorted(os.listdir(two / "features" / NEW / "syn_sub")) == ["features.json", "features.npz"]
   calls = []
-  again = jobs.extract(_config(probe_values(two, **{"data.checkpoint": str(two / "ckpts" / NEW)}),
-                               linear.get_config("testbed")), on_progress=lambda *a: calls.append(a))
+  again = jobs.extract(probe_config(two, **at_new(two)), on_progress=lambda *a: calls.append(a))
   assert not calls and [len(fs) for fs in again] == [LIMIT, LIMIT]  # 2 processes' store serves 1
 
-  # train_probes: the same probe and metrics
-  jobs.train(_config(probe_values(one, out=str(one / "trained")), linear.get_config("testbed")))
-  run_two(train_command(two))
+  # train_probes: the same probe, metrics and rows
+  procs = start_two(train_command(two))
+  jobs.predict(probe_config(one, probe=str(one / "trained" / "probe"), out=str(one / "predict"), **at_new(one)))
+  monitored = multihost_monitor.train_with_monitor(str(one / "ckpts" / NEW), str(one / "trained" / "probe"), TASKS,
+                                                   LIMIT, None)
+  finish(procs)
   _close(_json(two / "trained" / "metrics.json")["probe"], _json(one / "trained" / "metrics.json")["probe"],
          "metrics")
   _close(_jsonl(two / "trained" / "predictions.jsonl"), _jsonl(one / "trained" / "predictions.jsonl"), "train rows")
 
   # predict: every question predicted and written once; process 0 waits for its peer first
-  jobs.predict(_config(probe_values(one, probe=str(one / "trained" / "probe"), out=str(one / "predict"),
-                                    **{"data.checkpoint": str(one / "ckpts" / NEW)}), linear.get_config("testbed")))
-  run_two(predict_command(two), wait_alone_s=4.0)
+  finish(start_two(predict_command(two), wait_alone_s=3.0))
   got, want = _jsonl(two / "predict" / "predictions.jsonl"), _jsonl(one / "predict" / "predictions.jsonl")
   assert len(got) == 2 * LIMIT
   _close(got, want, "predictions")
@@ -226,13 +241,16 @@ def test_two_processes_match_one(shared):
   _close(s2["metrics"], s1["metrics"], "metrics")
 
   # the in-loop monitor: the same predictions at every step, recorded once
-  want = multihost_monitor.train_with_monitor(str(one / "ckpts" / NEW), str(one / "trained" / "probe"), TASKS,
-                                              LIMIT, None)
-  run_two(monitor_command(two))
+  finish(start_two(monitor_command(two)))
   got = _jsonl(two / "monitor.jsonl")
-  assert [(r["step"], r["task"]) for r in got] == [(r["step"], r["task"]) for r in want]
-  for g, w in zip(got, want):
+  assert [(r["step"], r["task"]) for r in got] == [(r["step"], r["task"]) for r in monitored]
+  for g, w in zip(got, monitored):
     assert g["predicted"] == pytest.approx(w["predicted"], abs=TOL) and g["n_questions"] == w["n_questions"] == LIMIT
+
+  # the compilation cache: the same predict command again compiles nothing new
+  cached = cache_files()
+  finish(start_two(predict_command(two)))
+  assert cached > 0 and cache_files() == cached
 
 
 def _params(model):
