@@ -35,9 +35,21 @@ def distributed_settings(env=os.environ) -> dict | None:
       raise ValueError(f"multi-process run: also set {', '.join('--' + k for k in missing)} (or the "
                        "JAX_* variables): all processes need the coordinator, the count and their index")
     return {k: (int(v) if k != "coordinator_address" else v) for k, v in given.items() if v is not None}
-  if any(k in env for k in _AUTO_DETECTED) or env.get("COORDINATOR_ADDRESS"):
+  if any(k in env for k in _AUTO_DETECTED) or env.get("COORDINATOR_ADDRESS") or _jax_detects_cluster():
     return {}
   return None
+
+
+def _jax_detects_cluster() -> bool:
+  """Whether `jax.distributed.initialize()` would find its peers by itself (e.g. a Cloud TPU pod
+  VM, whose workers are named by the metadata server rather than the environment). Uses JAX's
+  own detection, which is private, so any failure means no."""
+  try:
+    from jax._src.clusters import ClusterEnv  # pylint: disable=import-outside-toplevel
+    kinds = ClusterEnv._cluster_types  # pylint: disable=protected-access
+    return any(not c.opt_in_only_method and c.is_env_present() for c in kinds)
+  except Exception:  # pylint: disable=broad-except
+    return False
 
 
 def compilation_cache_dir(env=os.environ) -> str:

@@ -50,9 +50,9 @@ class RemoteError(ValueError):
 def from_process_zero(fn: Callable[[], Any]) -> Any:
   """fn()'s JSON-able value, computed on process 0 only and returned on every process.
 
-  A ValueError (or subclass) raised by fn on process 0 is raised on every process, as a
-  `RemoteError` with the same message on the others, so no process waits on a collective its
-  peers never reach.
+  A ValueError, KeyError or OSError raised by fn on process 0 is raised on every process (as a
+  `RemoteError`, a ValueError, with the same message on the others), so no process waits on a
+  collective its peers never reach.
   """
   if jax.process_count() == 1:
     return fn()
@@ -60,10 +60,10 @@ def from_process_zero(fn: Callable[[], Any]) -> Any:
   if is_writer():
     try:
       value = fn()
-    except ValueError as e:
+    except (ValueError, KeyError, OSError) as e:
       error = e
-  payload = json.dumps({"error": None if error is None else str(error), "value": value}).encode() \
-      if is_writer() else b""
+  message = None if error is None else str(error.args[0] if isinstance(error, KeyError) and error.args else error)
+  payload = json.dumps({"error": message, "value": value}).encode() if is_writer() else b""
   got = json.loads(_broadcast_bytes(payload))
   if error is not None:
     raise error

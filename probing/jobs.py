@@ -76,7 +76,7 @@ def train(c) -> dict:
   # Every process trained the same probe on the same data; the probe's orbax save is collective
   # (process 0 writes it), the other files are process 0's.
   if multihost.is_writer():
-    os.makedirs(c.out, exist_ok=True)
+    io.mkdirs(c.out)
   result["probe"].save(os.path.join(c.out, "probe"))
   if multihost.is_writer():
     io.write_json(os.path.join(c.out, "metrics.json"), result["metrics"] | {"config": c.to_dict()}, default=float)
@@ -127,7 +127,7 @@ def predict(c, *, timing_repeats: int = 1) -> dict:
     summary["metrics"] = evaluate(pred.data, pred.p)
   if not multihost.is_writer():  # every process holds every prediction; process 0 writes them
     return summary
-  os.makedirs(c.out, exist_ok=True)
+  io.mkdirs(c.out)
   if c.get("lm_eval_dir"):
     summary["lm_eval"] = interop.write_lm_eval(
         c.lm_eval_dir, pred.data, pred.p, questions, checkpoint=ck.name, checkpoint_step=ck.step, probe=c.probe,

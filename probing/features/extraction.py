@@ -25,13 +25,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import time
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax import nnx
 from jax.sharding import Mesh
 
@@ -211,11 +211,10 @@ def _plan(model, tokenizer, questions: Sequence[Any], spec: ExtractSpec, pc: int
 
 def _finished_meta(out_dir: str, fingerprint: str, overwrite: bool) -> dict | None:
   """The sidecar when `out_dir` already holds this extraction, complete (it is written last)."""
-  side = os.path.join(out_dir, SIDECAR)
-  if not os.path.exists(side) or overwrite:
+  side = epath.Path(out_dir) / SIDECAR
+  if not side.exists() or overwrite:
     return None
-  with open(side) as f:
-    meta = json.load(f)
+  meta = json.loads(side.read_text())
   if meta.get("fingerprint") == fingerprint:
     return meta
   raise FeatureError(f"{out_dir}: holds a different extraction (fingerprint {meta.get('fingerprint')} != "
@@ -237,20 +236,20 @@ def _shard_path(shard_dir: str, pc: int, g: int) -> str:
 def _read_shards(shard_dir: str, fingerprint: str, overwrite: bool) -> dict[str, np.ndarray]:
   """Rows of finished batches (process 0): `shards/spec.json` pins the fingerprint, so another
   extraction's shards never mix in; batches of any process count serve (rows carry their ids)."""
-  if overwrite:
-    shutil.rmtree(shard_dir, ignore_errors=True)
-  os.makedirs(shard_dir, exist_ok=True)
-  spec_file = os.path.join(shard_dir, "spec.json")
-  if not os.path.exists(spec_file):
+  shards = epath.Path(shard_dir)
+  if overwrite and shards.exists():
+    shards.rmtree()
+  shards.mkdir(parents=True, exist_ok=True)
+  spec_file = shards / "spec.json"
+  if not spec_file.exists():
     io.write_json(spec_file, {"fingerprint": fingerprint})
     return {}
-  with open(spec_file) as f:
-    old = json.load(f).get("fingerprint")
+  old = json.loads(spec_file.read_text()).get("fingerprint")
   if old != fingerprint:
     raise FeatureError(f"{shard_dir}: partial shards of a different extraction (fingerprint {old} != "
                        f"{fingerprint}); delete them or pass overwrite=True (--config.data.overwrite=True)")
-  parts = [read_npz(os.path.join(shard_dir, n)) for n in sorted(os.listdir(shard_dir))
-           if n.endswith(".npz") and ".tmp" not in n]
+  parts = [read_npz(p) for p in sorted(shards.iterdir(), key=lambda p: p.name)
+           if p.name.endswith(".npz") and ".tmp" not in p.name]
   parts = [p for p in parts if len(p.get("question_id", ()))]
   return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]} if parts else {}
 
@@ -335,7 +334,8 @@ def _persist(plan: _Plan, results: list, done_rows: dict, t0: float, t_fwd: floa
   if out_dir is not None and multihost.is_writer():
     write_npz(os.path.join(out_dir, STORE_FILE), merged)
     io.write_json(os.path.join(out_dir, SIDECAR), meta)
-    shutil.rmtree(shard_dir, ignore_errors=True)
+    if epath.Path(shard_dir).exists():
+      epath.Path(shard_dir).rmtree()
   return FeatureSet(meta, {k: v for k, v in merged.items() if k != "question_id"})
 
 
@@ -345,9 +345,9 @@ def extract(model, tokenizer, questions: Sequence[Any], spec: ExtractSpec, *, me
             on_batch: Callable[[int, int], None] | None = None) -> FeatureSet:
   """Features of `questions` (objects with .id, .prompt, .reference) from one prefill pass each.
 
-  With `out_dir`, rows are persisted as a store (see module docstring) and a killed run resumes
-  from its finished batches; an existing complete store with the same fingerprint is returned
-  as is. In multi-process runs every process calls this with the same questions and arguments;
+  With `out_dir` (a local or `gs://` path), rows are persisted as a store (see module docstring)
+  and a killed run resumes from its finished batches; an existing complete store with the same
+  fingerprint is returned as is. In multi-process runs every process calls this with the same questions and arguments;
   each places its rows of every batch on its own devices, every process gets all rows back,
   and process 0 alone reads and writes the store. `on_batch(i, n)` is called after each batch.
   """

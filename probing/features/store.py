@@ -31,6 +31,7 @@ import os
 from typing import Mapping, Sequence
 
 import numpy as np
+from etils import epath
 
 from models import io, version
 from probing import tokenizer as tokenizer_lib
@@ -122,25 +123,24 @@ def write_npz(path: str, arrays: Mapping[str, np.ndarray]) -> None:
 
 
 
-def read_npz(path: str) -> dict[str, np.ndarray]:
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
   try:
-    with np.load(path, allow_pickle=False) as z:
+    with epath.Path(path).open("rb") as f, np.load(f, allow_pickle=False) as z:
       return {k: z[k] for k in z.files}
   except (OSError, ValueError, EOFError) as e:
     raise FeatureError(f"{path}: unreadable feature file ({e})") from None
 
 
 def load_features(path: str | os.PathLike) -> FeatureSet:
-  """Reads a complete store, merging the per-process files into sidecar order."""
-  path = os.fspath(path)
-  side = os.path.join(path, SIDECAR)
-  if not os.path.exists(side):
+  """Reads a complete store (a local or `gs://` path), merging its files into sidecar order."""
+  path = epath.Path(path)
+  side = path / SIDECAR
+  if not side.exists():
     raise FeatureError(f"{path}: not a complete feature store (no {SIDECAR})")
-  with open(side) as f:
-    meta = json.load(f)
+  meta = json.loads(side.read_text())
   if meta.get("format") != FORMAT:
     raise FeatureError(f"{side}: format {meta.get('format')!r}, expected {FORMAT!r}")
-  parts = [read_npz(os.path.join(path, name)) for name in meta["files"]]
+  parts = [read_npz(path / name) for name in meta["files"]]
   merged = {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
   ids = [str(q) for q in merged.pop("question_id")]
   where = {q: i for i, q in enumerate(ids)}
@@ -154,11 +154,10 @@ def load_features(path: str | os.PathLike) -> FeatureSet:
 
 def find_stores(root: str | os.PathLike) -> list[str]:
   """Every complete store directory under root (sorted)."""
-  out = []
-  for d, _, files in os.walk(os.fspath(root)):
-    if SIDECAR in files:
-      out.append(d)
-  return sorted(out)
+  root = epath.Path(root)
+  if not root.exists():
+    return []
+  return sorted(os.fspath(d) for d, _, files in root.walk() if SIDECAR in files)
 
 
 def store_dir(root: str | os.PathLike, checkpoint: str, task: str) -> str:
@@ -171,8 +170,7 @@ def load_feature_sets(root: str | os.PathLike, *, tasks: Sequence[str] | None = 
   """Every complete store under root, optionally only some tasks / checkpoints."""
   sets = []
   for d in find_stores(root):
-    with open(os.path.join(d, SIDECAR)) as f:
-      meta = json.load(f)
+    meta = json.loads((epath.Path(d) / SIDECAR).read_text())
     if (tasks and meta.get("task") not in tasks) or (checkpoints and meta.get("checkpoint") not in checkpoints):
       continue
     sets.append(load_features(d))

@@ -228,9 +228,9 @@ class TrainedProbe:
     In a multi-process run every process calls it (orbax's save is collective); process 0 writes."""
     import orbax.checkpoint as ocp
     from models import multihost  # pylint: disable=import-outside-toplevel
-    path = os.path.abspath(os.fspath(path))
+    path = os.fspath(path) if io.is_remote(path) else os.path.abspath(os.fspath(path))
     if multihost.is_writer():
-      os.makedirs(path, exist_ok=True)
+      io.mkdirs(path)
     tree = {"heads": {name: flat_params(h) for name, h in self.heads.items()},
             "stats": {k: np.asarray(v) for k, v in self.stats.items()}}
     ckpt = ocp.StandardCheckpointer()
@@ -244,12 +244,12 @@ def load_probe(path: str | os.PathLike) -> TrainedProbe:
   """Opens a probe saved by `TrainedProbe.save`."""
   import orbax.checkpoint as ocp
 
-  path = os.path.abspath(os.fspath(path))
-  card_file = os.path.join(path, CARD)
-  if not os.path.exists(card_file):
+  from etils import epath  # pylint: disable=import-outside-toplevel
+  path = os.fspath(path) if io.is_remote(path) else os.path.abspath(os.fspath(path))
+  card_file = epath.Path(path) / CARD
+  if not card_file.exists():
     raise ProbeError(f"{path}: no {CARD}; not a (complete) saved probe")
-  with open(card_file) as f:
-    card = json.load(f)
+  card = json.loads(card_file.read_text())
   spec = ProbeSpec(**card["spec"])
   heads = {name: build_probe(spec) for name in card["heads"]}
   target = {"heads": {n: {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in flat_params(h).items()}
