@@ -193,9 +193,7 @@ def _plan(model, tokenizer, questions: Sequence[Any], spec: ExtractSpec, pc: int
           "prompt_format_hash": prompt_format_hash, "spec": spec.to_dict(),
           "num_processes": pc, "files": [STORE_FILE],
           "truncated_prompts": cut_p, "truncated_references": cut_r, "shared_prefix_tokens": prefix_len}
-  meta["fingerprint"] = _sha(json.dumps({k: meta[k] for k in ("checkpoint", "checkpoint_step", "task",
-                                                              "question_ids", "spec", "tokenizer_hash",
-                                                              "prompt_format_hash")}))
+  meta["fingerprint"] = _fingerprint(meta)
   # Batches of similar length (sorted by total tokens); global batch g holds every process's
   # rows of that batch, so all processes agree on its padded shapes without communicating.
   lengths = [len(p) + (len(refs[i]) if refs else 0) for i, p in enumerate(prompts)]
@@ -209,13 +207,29 @@ def _plan(model, tokenizer, questions: Sequence[Any], spec: ExtractSpec, pc: int
                spec.layers if spec.pooling else (), num_layers, pad_id)
 
 
-def _finished_meta(out_dir: str, fingerprint: str, overwrite: bool) -> dict | None:
+_FINGERPRINT_KEYS = ("checkpoint", "checkpoint_step", "task", "question_ids", "spec", "tokenizer_hash",
+                     "prompt_format_hash")
+
+
+def _fingerprint(meta: dict, num_processes: int | None = None) -> str:
+  """What a store holds, hashed. Stores written before it left the process count out hashed
+  that too: `num_processes` recomputes theirs."""
+  keys = {k: meta[k] for k in _FINGERPRINT_KEYS}
+  if num_processes is not None:
+    keys["num_processes"] = num_processes
+  return _sha(json.dumps(keys))
+
+
+def _finished_meta(out_dir: str, plan_meta: dict, overwrite: bool) -> dict | None:
   """The sidecar when `out_dir` already holds this extraction, complete (it is written last)."""
   side = epath.Path(out_dir) / SIDECAR
   if not side.exists() or overwrite:
     return None
   meta = json.loads(side.read_text())
-  if meta.get("fingerprint") == fingerprint:
+  fingerprint = plan_meta["fingerprint"]
+  if meta.get("fingerprint") == fingerprint or (
+      meta.get("num_processes") is not None and meta.get("fingerprint") == _fingerprint(plan_meta,
+                                                                                          meta["num_processes"])):
     return meta
   raise FeatureError(f"{out_dir}: holds a different extraction (fingerprint {meta.get('fingerprint')} != "
                      f"{fingerprint}); pass overwrite=True (--config.data.overwrite=True) or use another directory")
@@ -358,7 +372,7 @@ def extract(model, tokenizer, questions: Sequence[Any], spec: ExtractSpec, *, me
   if out_dir is not None:
     out_dir = os.fspath(out_dir)
     finished = multihost.from_process_zero(
-        lambda: _finished_meta(out_dir, plan.meta["fingerprint"], overwrite) is not None)
+        lambda: _finished_meta(out_dir, plan.meta, overwrite) is not None)
     if finished:
       return _load_finished(out_dir)
   shard_dir, done, done_rows = _resume(out_dir, plan, overwrite)
