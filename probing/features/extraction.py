@@ -282,8 +282,7 @@ def _resume(out_dir: str | None, plan: _Plan, overwrite: bool) -> tuple[str | No
 
   have = set(multihost.from_process_zero(read))
   done = np.array([all(plan.ids[i] in have for i in rows) for rows in plan.batches])
-  index = {q: i for i, q in enumerate(plan.ids)}
-  need = sorted({index[q] for g in np.flatnonzero(done) for q in (plan.ids[i] for i in plan.batches[g])})
+  need = sorted({i for g in np.flatnonzero(done) for i in plan.batches[g]})
   rows = {}
   if need:  # the done batches' rows, first found copy of each question
     if multihost.is_writer():
