@@ -17,7 +17,8 @@ PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process runs: this 
                                   "(else $JAX_PROCESS_ID).")
 COMPILATION_CACHE = flags.DEFINE_string(
     "compilation_cache_dir", None, "JAX's persistent compilation cache: a second run on the same shapes "
-    "compiles nothing (default: $XDG_CACHE_HOME or ~/.cache, then olmo-probe/jax; '' turns it off).")
+    "compiles nothing (default: $JAX_COMPILATION_CACHE_DIR, else $XDG_CACHE_HOME or ~/.cache, then "
+    "olmo-probe/jax; '' turns it off).")
 # Environments where a bare `jax.distributed.initialize()` finds its peers by itself.
 _AUTO_DETECTED = ("SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS")
 
@@ -53,10 +54,11 @@ def _jax_detects_cluster() -> bool:
 
 
 def compilation_cache_dir(env=os.environ) -> str:
-  """Where compiled programs are kept across runs ('' = nowhere): --compilation_cache_dir, else a
-  directory under the user's cache dir."""
-  if COMPILATION_CACHE.value is not None:
-    return os.path.expanduser(COMPILATION_CACHE.value) if COMPILATION_CACHE.value else ""
+  """Where compiled programs are kept across runs ('' = nowhere): --compilation_cache_dir, else
+  $JAX_COMPILATION_CACHE_DIR, else a directory under the user's cache dir."""
+  given = COMPILATION_CACHE.value if COMPILATION_CACHE.value is not None else env.get("JAX_COMPILATION_CACHE_DIR")
+  if given is not None:
+    return os.path.expanduser(given) if given else ""
   base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
   return os.path.join(base, "olmo-probe", "jax")
 

@@ -56,8 +56,8 @@ def convert_command(hf_dir, out):
   return ["-m", "launch.convert", f"--hf_dir={hf_dir}", f"--out_dir={out}", "--dtype=float32"]
 
 
-def extract_command(work):
-  return probe_command("extract", work, **{"data.checkpoint": f"{work}/ckpts/{NEW}"})
+def extract_command(work, tasks=TASKS):
+  return probe_command("extract", work, **{"data.checkpoint": f"{work}/ckpts/{NEW}", "data.tasks": tasks})
 
 
 def train_command(work):
@@ -192,7 +192,7 @@ def test_two_processes_match_one(shared):
   procs = start_two(label_command(two / "ckpts" / NEW, two / "labels"))
   labels_lib.run(_config(label_values(str(one / "ckpts" / NEW), str(one / "labels")), label_configs.get_config()),
                  log=lambda msg: None)
-  jobs.extract(probe_config(one, **at_new(one)))
+  jobs.extract(probe_config(one, **at_new(one), **{"data.tasks": TASKS + ",syn_mul"}))
   finish(procs)
   got, want = _labels(two / "labels" / f"{NEW}.jsonl"), _labels(one / "labels" / f"{NEW}.jsonl")
   assert len(got) == len(want) == 2 * LIMIT and [r["question_id"] for r in got] == [r["question_id"] for r in want]
@@ -200,15 +200,22 @@ def test_two_processes_match_one(shared):
   assert [drop(r) for r in got] == [drop(r) for r in want]
 
   # extract: syn_add's store comes from the 1-process run (2 processes must serve it, not redo it);
+  # syn_mul's rows are shards a 1-process run left (2 processes continue it: nothing left to run);
   # syn_sub's is extracted by 2 processes, and then serves 1 process as is
   shutil.copytree(one / "features" / NEW / "syn_add", two / "features" / NEW / "syn_add")
   before = os.path.getmtime(two / "features" / NEW / "syn_add" / features.SIDECAR)
-  procs = start_two(extract_command(two))
+  left = two / "features" / NEW / "syn_mul" / "shards"
+  os.makedirs(left)
+  started = _json(one / "features" / NEW / "syn_mul" / features.SIDECAR)
+  _write_json(left / "spec.json", {"fingerprint": started["fingerprint"]})
+  shutil.copyfile(one / "features" / NEW / "syn_mul" / "features.npz", left / "n00001-b000000.npz")
+  procs = start_two(extract_command(two, TASKS + ",syn_mul"))
   jobs.train(probe_config(one, out=str(one / "trained")))
   (_, err0), _ = finish(procs)
-  assert "extract syn_add" not in err0 and "extract syn_sub" in err0, err0[-3000:]
+  assert "extract syn_sub" in err0 and not any(f"extract {t}" in err0 for t in ("syn_add", "syn_mul")), err0[-3000:]
   assert os.path.getmtime(two / "features" / NEW / "syn_add" / features.SIDECAR) == before
-  for task in TASKS.split(","):
+  assert not left.exists()
+  for task in TASKS.split(",") + ["syn_mul"]:
     x = features.load_features(one / "features" / NEW / task)
     y = features.load_features(two / "features" / NEW / task)
     assert x.meta["fingerprint"] == y.meta["fingerprint"] and x.question_ids == y.question_ids
@@ -257,6 +264,11 @@ def _params(model):
   import jax
   from flax import nnx
   return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
+
+
+def _write_json(path, obj):
+  with open(path, "w") as f:
+    json.dump(obj, f)
 
 
 def _json(path):
