@@ -14,6 +14,7 @@ setup(
         "flax>=0.12",
         "optax",
         "orbax-checkpoint",
+        "etils[epath]",  # local and gs:// paths (orbax uses it too)
         "numpy",
         "scikit-learn",
         "absl-py",

@@ -21,6 +21,7 @@ REVISION = flags.DEFINE_string("revision", None, "Source revision to record, e.g
 def main(argv):
   del argv
   common.init_runtime()
+  import jax
   from models import checkpoint, convert, sharding
   t0 = time.perf_counter()
   if checkpoint.is_checkpoint(OUT.value):  # a rerun after a kill that came once the save was done
@@ -29,7 +30,8 @@ def main(argv):
       print(f"already converted: {OUT.value} (from {FLAGS.value}); nothing to do")
       return
   with common.user_errors():
-    mesh = sharding.make_mesh(MESH.value) if MESH.value else None
+    # Several processes hold the params as global arrays (all devices), so orbax saves them once.
+    mesh = sharding.make_mesh(MESH.value) if MESH.value or jax.process_count() > 1 else None
     progress = common.Progress(0, "convert", "tensors", every_s=1.0)
 
     def on_tensor(i, n, key, nbytes):

@@ -17,7 +17,7 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from models import convert, io
+from models import convert, io, multihost
 from models import sharding as sharding_lib
 from models.olmo3 import Olmo3, Olmo3Config, abstract_model, dtype_name
 from models.version import code_version
@@ -36,25 +36,42 @@ def save(path: str | os.PathLike, model: Olmo3, metadata: Mapping[str, Any] | No
   path = os.path.abspath(os.fspath(path))
   if os.path.exists(path):
     raise FileExistsError(f"{path}: checkpoint already exists")
-  with io.staged_dir(path) as tmp:
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.join(tmp, PARAMS_DIR), params)
-    checkpointer.wait_until_finished()
-    meta = {
-        "format": "olmo3-nnx-orbax/1",
-        "config": model.config.to_dict(),
-        "dtype": model.config.param_dtype,
-        "code_version": code_version(),
-        "source": None,
-        "revision": None,
-    }
-    meta.update(dict(metadata or {}))
-    for name, src in (files or {}).items():
-      shutil.copyfile(src, os.path.join(tmp, name))
-    with open(os.path.join(tmp, METADATA_FILE), "w") as f:
-      json.dump(meta, f, indent=2, default=str)
+  if jax.process_count() == 1:
+    with io.staged_dir(path) as tmp:
+      _write(tmp, model, metadata, files)
+    return path
+  # Multi-process: orbax's save is collective, so every process stages under the same name;
+  # process 0 writes the rest and renames it into place.
+  tmp = os.path.join(os.path.dirname(path), f".tmp-{os.path.basename(path)}-multiprocess")
+  if multihost.is_writer():
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed save
+    os.makedirs(tmp)
+  _write(tmp, model, metadata, files)
+  if multihost.is_writer():
+    os.replace(tmp, path)
   return path
+
+
+def _write(tmp: str, model: Olmo3, metadata, files) -> None:
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(os.path.join(tmp, PARAMS_DIR), params)
+  checkpointer.wait_until_finished()
+  if not multihost.is_writer():
+    return
+  meta = {
+      "format": "olmo3-nnx-orbax/1",
+      "config": model.config.to_dict(),
+      "dtype": model.config.param_dtype,
+      "code_version": code_version(),
+      "source": None,
+      "revision": None,
+  }
+  meta.update(dict(metadata or {}))
+  for name, src in (files or {}).items():
+    shutil.copyfile(src, os.path.join(tmp, name))
+  with open(os.path.join(tmp, METADATA_FILE), "w") as f:
+    json.dump(meta, f, indent=2, default=str)
 
 
 def read_metadata(path: str | os.PathLike) -> dict:

@@ -21,7 +21,7 @@ from flax import nnx
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from models import io
+from models import io, multihost
 from models import sharding as sharding_lib
 from models.olmo3 import Block, Olmo3, Olmo3Config, abstract_model, as_dtype, dtype_name
 
@@ -180,6 +180,8 @@ def _load_tensor(f, base: int, header: dict, fname: str, rule: ParamRule, dtype,
     if not np.isfinite(chunk).all():
       raise CheckpointError(f"{where} contains NaN or inf")
   value = rule.to_flax(array).astype(dtype, copy=False)
+  if isinstance(target, jax.sharding.Sharding) and not target.is_fully_addressable:
+    return multihost.put_global(value, target)  # every process read the same tensor: no equality check
   return jax.device_put(value, target, may_alias=True)
 
 

@@ -2,8 +2,10 @@
 
 Files are written under a temporary name and `os.replace`d; directories are built under a
 temporary name beside the target and renamed into place; JSONL records are appended with
-flush + fsync. `models/` and `probing/` both write through here (`models/` may not import
-`probing/`, so the home is on this side).
+flush + fsync. Paths with a scheme (`gs://...`) go through `etils.epath`: an object store
+object appears whole when its write closes, so it is written in place. `models/` and
+`probing/` both write through here (`models/` may not import `probing/`, so the home is on
+this side).
 """
 from __future__ import annotations
 
@@ -18,9 +20,26 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 
+def is_remote(path: str | os.PathLike) -> bool:
+  """Whether `path` names an object store (`gs://bucket/...`) rather than a local file."""
+  return "://" in os.fspath(path)
+
+
+def mkdirs(path: str | os.PathLike) -> None:
+  """`os.makedirs(path, exist_ok=True)`, also for object stores."""
+  from etils import epath  # pylint: disable=import-outside-toplevel
+  epath.Path(path).mkdir(parents=True, exist_ok=True)
+
+
 def replace_from_tmp(path: str | os.PathLike, write: Callable, mode: str = "w") -> None:
-  """Calls write(f) on a temporary file next to `path` (opened with `mode`), then renames it."""
+  """Calls write(f) on a temporary file next to `path` (opened with `mode`), then renames it
+  (object store paths: written in place, which is atomic there)."""
   path = os.fspath(path)
+  if is_remote(path):
+    from etils import epath  # pylint: disable=import-outside-toplevel
+    with epath.Path(path).open(mode) as f:
+      write(f)
+    return
   tmp = f"{path}.tmp{os.getpid()}"
   try:
     with open(tmp, mode, encoding=None if "b" in mode else "utf-8") as f:

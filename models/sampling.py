@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from models import multihost
 from models import sharding as sharding_lib
 from models.olmo3 import Olmo3
 
@@ -335,7 +336,7 @@ def sample_arrays(model: Olmo3, input_ids, attention_mask, hashes, params: Sampl
   hashes = np.asarray(hashes, np.uint32)
   active = np.ones(ids.shape[0], bool) if active is None else np.asarray(active, bool)
   if mesh is not None:
-    put = lambda x: jax.device_put(x, sharding_lib.batch_sharding(mesh, x.ndim, batch_size=x.shape[0]))
+    put = lambda x: multihost.put_global(x, sharding_lib.batch_sharding(mesh, x.ndim, batch_size=x.shape[0]))
     ids, mask, hashes, active = put(ids), put(mask), put(hashes), put(active)
   temperature = np.float32(params.temperature if params.temperature > 0 else 1.0)
   out, lengths = decode_jit(graphdef, state, ids, mask, hashes, active, np.uint32(params.seed % 2**32),
@@ -345,11 +346,8 @@ def sample_arrays(model: Olmo3, input_ids, attention_mask, hashes, params: Sampl
 
 
 def _to_host(x) -> np.ndarray:
-  """The whole (possibly multi-host sharded) array as numpy on every process."""
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-  return np.asarray(x)
+  """The whole (possibly multi-process sharded) array as numpy on every process."""
+  return multihost.gather(x)
 
 
 def generate(model: Olmo3, prompts: Sequence[Sequence[int]], question_ids: Sequence[str],

@@ -10,7 +10,7 @@ import os
 import time
 from typing import Callable
 
-from models import io
+from models import io, multihost
 from models import sharding as sharding_lib
 from probing import cards, checkpoints, features, interop, tasks
 from probing import labels as labels_lib
@@ -73,10 +73,14 @@ def train(c) -> dict:
   split = make_split(data, **c.split.to_dict())
   result = train_and_evaluate(data, split, head, train_cfg, olmo_source=c.data.checkpoint,
                               with_baselines=c.eval.baselines, sklearn_c=c.eval.sklearn_c)
-  os.makedirs(c.out, exist_ok=True)
+  # Every process trained the same probe on the same data; the probe's orbax save is collective
+  # (process 0 writes it), the other files are process 0's.
+  if multihost.is_writer():
+    io.mkdirs(c.out)
   result["probe"].save(os.path.join(c.out, "probe"))
-  io.write_json(os.path.join(c.out, "metrics.json"), result["metrics"] | {"config": c.to_dict()}, default=float)
-  io.write_jsonl(os.path.join(c.out, "predictions.jsonl"), result["records"])
+  if multihost.is_writer():
+    io.write_json(os.path.join(c.out, "metrics.json"), result["metrics"] | {"config": c.to_dict()}, default=float)
+    io.write_jsonl(os.path.join(c.out, "predictions.jsonl"), result["records"])
   return result | {"split": split}
 
 
@@ -121,7 +125,9 @@ def predict(c, *, timing_repeats: int = 1) -> dict:
              "validity_warning": cards.step_warning(probe.card, ck.step, c.probe)}
   if labels is not None:
     summary["metrics"] = evaluate(pred.data, pred.p)
-  os.makedirs(c.out, exist_ok=True)
+  if not multihost.is_writer():  # every process holds every prediction; process 0 writes them
+    return summary
+  io.mkdirs(c.out)
   if c.get("lm_eval_dir"):
     summary["lm_eval"] = interop.write_lm_eval(
         c.lm_eval_dir, pred.data, pred.p, questions, checkpoint=ck.name, checkpoint_step=ck.step, probe=c.probe,

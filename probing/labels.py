@@ -22,6 +22,7 @@ appended with flush + fsync, and a torn last line is cut off on restart.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -29,9 +30,10 @@ import re
 import time
 from typing import Any, Callable, Sequence
 
+import jax
 from flax import nnx
 
-from models import continuous, io, kv_budget, sampling
+from models import continuous, io, kv_budget, multihost, sampling
 from models import sharding as sharding_lib
 from models.config import as_dtype
 from models.version import code_version
@@ -84,7 +86,9 @@ def setup(config) -> Setup:
     raise LabelError("no tasks given (set --config.tasks=name1,name2)")
   tasks = [task_registry.get(name) for name in names]
   try:
-    mesh = sharding_lib.make_mesh(config.mesh) if config.mesh else None
+    # Several processes always share the work over a mesh of all devices (one process alone
+    # would otherwise decode everything on its first device).
+    mesh = sharding_lib.make_mesh(config.mesh) if config.mesh or jax.process_count() > 1 else None
   except ValueError as e:
     raise LabelError(f"mesh: {e}") from e
   try:
@@ -314,13 +318,22 @@ def _task_records(s: Setup, task, todo, graph_state, task_prompts=None):
 
 
 def run(config, *, log: Callable[[str], None] = print) -> dict:
-  """Labels every (task, question) not yet in the output file; returns a summary."""
+  """Labels every (task, question) not yet in the output file; returns a summary.
+
+  In a multi-process run every process samples its share of each batch and gets all tokens back;
+  process 0 alone reads what is already done (and tells the others) and writes the files.
+  """
   s = setup(config)
-  os.makedirs(config.out_dir, exist_ok=True)
   stem = os.path.join(config.out_dir, re.sub(r"[^\w.+-]", "_", s.checkpoint))
   out_path, prov_path = stem + ".jsonl", stem + ".provenance.json"
-  finished = read_finished(out_path)
-  _write_provenance(prov_path, s, has_records=bool(finished))
+
+  def prepare():
+    os.makedirs(config.out_dir, exist_ok=True)
+    done = read_finished(out_path)
+    _write_provenance(prov_path, s, has_records=bool(done))
+    return sorted(done)
+
+  finished = {tuple(k) for k in multihost.from_process_zero(prepare)}
   plan = []
   for task in s.tasks:
     qs = list(task.questions(config.limit))
@@ -337,14 +350,16 @@ def run(config, *, log: Callable[[str], None] = print) -> dict:
   graph_state = nnx.split(s.model)
   done_q = new_records = gen_tokens = 0
   t_start = time.perf_counter()
-  with open(out_path, "a") as f:
+  writer = multihost.is_writer()
+  with (open(out_path, "a") if writer else contextlib.nullcontext()) as f:
     for task, todo, n, qs in plan:
       if not n:
         continue
       prompts = s.tokenizer.encode_batch([q.prompt for q in qs]) if config.share_prefix else None
       for records in _task_records(s, task, todo, graph_state, prompts):
         fresh = [r for r in records if (s.checkpoint, task.name, r["question_id"]) not in finished]
-        io.append_jsonl(f, fresh)
+        if writer:
+          io.append_jsonl(f, fresh)
         new_records += len(fresh)
         done_q += len(records)
         gen_tokens += sum(sum(r["num_tokens"]) + (r["greedy_num_tokens"] or 0) for r in records)

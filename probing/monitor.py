@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from models import io
+from models import io, multihost
 from probing import cards
 from probing import features as features_lib
 from probing import tensorboard
@@ -117,7 +117,7 @@ class ProbeMonitor:
     self.history.extend(records)
     summary = ", ".join(f"{r['task']}={r['predicted']:.2f}" for r in records if r["probe"] == records[0]["probe"])
     self.log(f"monitor step {step} ({records[0]['probe']}, {records[0]['seconds']:.2f}s): {summary}")
-    if self.out_path:
+    if self.out_path and multihost.is_writer():  # every process holds the same records
       io.append_jsonl(self.out_path, records)
     if self.writer is not None:
       scalars = tensorboard.record_scalars(records)

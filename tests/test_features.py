@@ -155,7 +155,7 @@ def test_store_round_trip_and_provenance(model, extracted, tmp_path):
   fs = F.extract(model, Tok(), questions(), SPEC, checkpoint="ck", checkpoint_step=7, task="t",
                  prompt_format_hash="pf", out_dir=tmp_path / "s")
   names = sorted(os.listdir(tmp_path / "s"))
-  assert names == ["features.json", "features.p00000-of-00001.npz"]  # shards merged and removed
+  assert names == ["features.json", "features.npz"]  # shards merged and removed
   meta = json.loads((tmp_path / "s" / "features.json").read_text())
   for key in ("checkpoint", "checkpoint_step", "task", "question_ids", "layers", "pooling", "dtype",
               "tokenizer_hash", "prompt_format_hash", "code_version", "hidden_size"):
@@ -171,6 +171,12 @@ def test_store_round_trip_and_provenance(model, extracted, tmp_path):
   F.extract(model, Tok(), questions(), SPEC, checkpoint="ck", checkpoint_step=7, task="t",
             prompt_format_hash="pf", out_dir=tmp_path / "s", on_batch=lambda i, n: calls.append(i))
   assert not calls  # a complete store with the same fingerprint is reused
+  # a store from before the fingerprint left out the process count is the same extraction too
+  legacy = dict(meta, fingerprint=extract_lib._fingerprint(meta, 1), num_processes=1)
+  (tmp_path / "s" / "features.json").write_text(json.dumps(legacy))
+  F.extract(model, Tok(), questions(), SPEC, checkpoint="ck", checkpoint_step=7, task="t",
+            prompt_format_hash="pf", out_dir=tmp_path / "s", on_batch=lambda i, n: calls.append(i))
+  assert not calls and legacy["fingerprint"] != meta["fingerprint"]
   with pytest.raises(F.FeatureError, match="different extraction"):
     F.extract(model, Tok(), questions(), SPEC, checkpoint="other", out_dir=tmp_path / "s")
 
@@ -183,7 +189,7 @@ def test_resume_after_kill_and_atomic_writes(model, extracted, tmp_path, monkeyp
       raise KeyboardInterrupt  # killed after two batches were written
   with pytest.raises(KeyboardInterrupt):
     F.extract(model, Tok(), questions(), SPEC, out_dir=out, on_batch=killer)
-  assert sorted(os.listdir(out / "shards")) == ["p00000-b000000.npz", "p00000-b000001.npz", "spec.json"]
+  assert sorted(os.listdir(out / "shards")) == ["n00001-b000000.npz", "n00001-b000001.npz", "spec.json"]
   assert not (out / "features.json").exists()
   real_savez = np.savez
 
@@ -193,29 +199,15 @@ def test_resume_after_kill_and_atomic_writes(model, extracted, tmp_path, monkeyp
   monkeypatch.setattr(np, "savez", failing_savez)
   with pytest.raises(OSError, match="disk full"):
     F.extract(model, Tok(), questions(), SPEC, out_dir=out)
-  assert sorted(os.listdir(out / "shards")) == ["p00000-b000000.npz", "p00000-b000001.npz", "spec.json"]
+  assert sorted(os.listdir(out / "shards")) == ["n00001-b000000.npz", "n00001-b000001.npz", "spec.json"]
   monkeypatch.setattr(np, "savez", real_savez)
+  # Shards hold rows by question id: a batch another process count wrote serves as well.
+  os.replace(out / "shards" / "n00001-b000001.npz", out / "shards" / "n00002-b000000.npz")
   calls = []
   fs = F.extract(model, Tok(), questions(), SPEC, out_dir=out, on_batch=lambda i, n: calls.append(i))
   assert calls == [2]  # only the unfinished batch ran
   for k, v in extracted.arrays.items():
     np.testing.assert_allclose(fs.arrays[k], v, atol=1e-6, err_msg=k)
-
-
-def test_process_sharded_store_merges(model, extracted, tmp_path):
-  """Two processes each extract and write their share; the reader merges them."""
-  out = tmp_path / "s"
-  for pi in (1, 0):  # process 0 writes the sidecar, so it finishes last here
-    F.extract(model, Tok(), questions(), dataclasses.replace(SPEC, batch_size=2), out_dir=out,
-              process_index=pi, process_count=2)
-  assert {"features.p00000-of-00002.npz", "features.p00001-of-00002.npz"} <= set(os.listdir(out))
-  fs = F.load_features(out)
-  assert fs.question_ids == [q.id for q in questions()]
-  for k, v in extracted.arrays.items():
-    np.testing.assert_allclose(fs.arrays[k], v, atol=1e-5, err_msg=k)
-  os.remove(out / "features.p00001-of-00002.npz")
-  with pytest.raises(F.FeatureError, match="unreadable|No such file"):
-    F.load_features(out)
 
 
 def test_bad_extraction_input(model, tmp_path):

@@ -29,11 +29,11 @@ def test_two_real_processes_initialize_from_flags():
     port = s.getsockname()[1]
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
   procs = [subprocess.Popen([sys.executable, "-m", "launch.predict", f"--coordinator_address=127.0.0.1:{port}",
-                             "--num_processes=2", f"--process_id={i}"], cwd=root, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+                             "--num_processes=2", f"--process_id={i}", "--compilation_cache_dir="], cwd=root,
+                            env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
   outs = [p.communicate(timeout=180) for p in procs]
   for i, (p, (_, err)) in enumerate(zip(procs, outs)):
-    assert f"process {i}/2, 2 local / 4 global devices" in err, err[-3000:]
+    assert f"process {i}/2, 2 local / 4 global devices (cpu); compilation cache off" in err, err[-3000:]
     assert p.returncode == 1 and err.strip().splitlines()[-1].startswith("error: pass --config="), err[-3000:]
   proc = subprocess.run([sys.executable, "-m", "launch.predict", "--num_processes=2"], cwd=root, env=env,
                         capture_output=True, text=True, timeout=120)

@@ -25,21 +25,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import time
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax import nnx
 from jax.sharding import Mesh
 
+from models import io, multihost
 from models import sharding as sharding_lib
-from models import io
 from probing.features import forward
-from probing.features.store import (FORMAT, POOLINGS, SIDECAR, FeatureError, FeatureSet, _sha, behaviour_hash,
-                                    extraction_code_version, load_features, process_file, read_npz, write_npz)
+from probing.features.store import (FORMAT, POOLINGS, SIDECAR, STORE_FILE, FeatureError, FeatureSet, _sha,
+                                    behaviour_hash, extraction_code_version, load_features, read_npz, write_npz)
 
 _STORE_DTYPES = ("float32", "float16")
 _FLOAT_KEYS = ("last", "mean", "tokens")  # stored in spec.dtype; NLLs stay float32
@@ -168,7 +168,9 @@ class _Plan:
 
 def _plan(model, tokenizer, questions: Sequence[Any], spec: ExtractSpec, pc: int, *, checkpoint: str,
           checkpoint_step: int, task: str, prompt_format_hash: str) -> _Plan:
-  """Tokens, the store's meta and fingerprint, and the batch plan of `questions` on `pc` processes."""
+  """Tokens, the store's meta and fingerprint, and the batch plan of `questions` on `pc` processes.
+  The fingerprint names what the store holds, not how it was run: any process count reads and
+  continues a store another count wrote."""
   num_layers = model.config.num_hidden_layers
   spec.check_model(num_layers)
   ids = [str(q.id) for q in questions]
@@ -189,11 +191,9 @@ def _plan(model, tokenizer, questions: Sequence[Any], spec: ExtractSpec, pc: int
           "reference_eos": spec.reference_eos, "dtype": spec.dtype,
           "hidden_size": model.config.hidden_size, "tokenizer_hash": behaviour_hash(tokenizer),
           "prompt_format_hash": prompt_format_hash, "spec": spec.to_dict(),
-          "num_processes": pc, "files": [process_file(i, pc) for i in range(pc)],
+          "num_processes": pc, "files": [STORE_FILE],
           "truncated_prompts": cut_p, "truncated_references": cut_r, "shared_prefix_tokens": prefix_len}
-  meta["fingerprint"] = _sha(json.dumps({k: meta[k] for k in ("checkpoint", "checkpoint_step", "task",
-                                                              "question_ids", "spec", "tokenizer_hash",
-                                                              "prompt_format_hash", "num_processes")}))
+  meta["fingerprint"] = _fingerprint(meta)
   # Batches of similar length (sorted by total tokens); global batch g holds every process's
   # rows of that batch, so all processes agree on its padded shapes without communicating.
   lengths = [len(p) + (len(refs[i]) if refs else 0) for i, p in enumerate(prompts)]
@@ -207,47 +207,94 @@ def _plan(model, tokenizer, questions: Sequence[Any], spec: ExtractSpec, pc: int
                spec.layers if spec.pooling else (), num_layers, pad_id)
 
 
-def _finished(out_dir: str, fingerprint: str, overwrite: bool) -> bool:
-  """Whether `out_dir` already holds this extraction, complete (a sidecar is written last)."""
-  side = os.path.join(out_dir, SIDECAR)
-  if not os.path.exists(side) or overwrite:
-    return False
-  with open(side) as f:
-    old = json.load(f).get("fingerprint")
-  if old == fingerprint:
-    return True
-  raise FeatureError(f"{out_dir}: holds a different extraction (fingerprint {old} != {fingerprint}); "
-                     "pass overwrite=True (--config.data.overwrite=True) or use another directory")
+_FINGERPRINT_KEYS = ("checkpoint", "checkpoint_step", "task", "question_ids", "spec", "tokenizer_hash",
+                     "prompt_format_hash")
 
 
-def _shard_path(shard_dir: str, pi: int, g: int) -> str:
-  return os.path.join(shard_dir, f"p{pi:05d}-b{g:06d}.npz")
+def _fingerprint(meta: dict, num_processes: int | None = None) -> str:
+  """What a store holds, hashed. Stores written before it left the process count out hashed
+  that too: `num_processes` recomputes theirs."""
+  keys = {k: meta[k] for k in _FINGERPRINT_KEYS}
+  if num_processes is not None:
+    keys["num_processes"] = num_processes
+  return _sha(json.dumps(keys))
 
 
-def _resume(out_dir: str | None, plan: _Plan, pi: int, overwrite: bool) -> tuple[str | None, np.ndarray]:
-  """The shard directory and which global batches every process has done (a killed run redoes only
-  the rest); `shards/spec.json` pins the fingerprint, so another extraction's shards never mix in."""
-  fingerprint, shard_dir = plan.meta["fingerprint"], None
-  if out_dir is not None:
-    shard_dir = os.path.join(out_dir, "shards")
-    if overwrite and pi == 0:
-      shutil.rmtree(shard_dir, ignore_errors=True)
-    os.makedirs(shard_dir, exist_ok=True)
-    spec_file = os.path.join(shard_dir, "spec.json")
-    if os.path.exists(spec_file):
-      with open(spec_file) as f:
-        old = json.load(f).get("fingerprint")
-      if old != fingerprint:
-        raise FeatureError(f"{shard_dir}: partial shards of a different extraction (fingerprint {old} != "
-                           f"{fingerprint}); delete them or pass overwrite=True (--config.data.overwrite=True)")
-    elif pi == 0:
-      io.write_json(spec_file, {"fingerprint": fingerprint})
-  done = np.array([shard_dir is not None and os.path.exists(_shard_path(shard_dir, pi, g))
-                   for g in range(len(plan.batches))])
-  if jax.process_count() > 1:  # skip a batch only if every process finished it (jit is collective)
-    from jax.experimental import multihost_utils
-    done = multihost_utils.process_allgather(done).all(axis=0)
-  return shard_dir, done
+def _finished_meta(out_dir: str, plan_meta: dict, overwrite: bool) -> dict | None:
+  """The sidecar when `out_dir` already holds this extraction, complete (it is written last)."""
+  side = epath.Path(out_dir) / SIDECAR
+  if not side.exists() or overwrite:
+    return None
+  meta = json.loads(side.read_text())
+  fingerprint = plan_meta["fingerprint"]
+  if meta.get("fingerprint") == fingerprint or (
+      meta.get("num_processes") is not None and meta.get("fingerprint") == _fingerprint(plan_meta,
+                                                                                          meta["num_processes"])):
+    return meta
+  raise FeatureError(f"{out_dir}: holds a different extraction (fingerprint {meta.get('fingerprint')} != "
+                     f"{fingerprint}); pass overwrite=True (--config.data.overwrite=True) or use another directory")
+
+
+def _load_finished(out_dir: str) -> FeatureSet:
+  """A complete store as process 0 reads it, on every process."""
+  meta = multihost.from_process_zero(lambda: load_features(out_dir).meta)
+  arrays = multihost.broadcast_arrays(
+      {k: v for k, v in load_features(out_dir).arrays.items()} if multihost.is_writer() else None)
+  return FeatureSet(meta, arrays)
+
+
+def _shard_path(shard_dir: str, pc: int, g: int) -> str:
+  return os.path.join(shard_dir, f"n{pc:05d}-b{g:06d}.npz")
+
+
+def _read_shards(shard_dir: str, fingerprint: str, overwrite: bool) -> dict[str, np.ndarray]:
+  """Rows of finished batches (process 0): `shards/spec.json` pins the fingerprint, so another
+  extraction's shards never mix in; batches of any process count serve (rows carry their ids)."""
+  shards = epath.Path(shard_dir)
+  if overwrite and shards.exists():
+    shards.rmtree()
+  shards.mkdir(parents=True, exist_ok=True)
+  spec_file = shards / "spec.json"
+  if not spec_file.exists():
+    io.write_json(spec_file, {"fingerprint": fingerprint})
+    return {}
+  old = json.loads(spec_file.read_text()).get("fingerprint")
+  if old != fingerprint:
+    raise FeatureError(f"{shard_dir}: partial shards of a different extraction (fingerprint {old} != "
+                       f"{fingerprint}); delete them or pass overwrite=True (--config.data.overwrite=True)")
+  parts = [read_npz(p) for p in sorted(shards.iterdir(), key=lambda p: p.name)
+           if p.name.endswith(".npz") and ".tmp" not in p.name]
+  parts = [p for p in parts if len(p.get("question_id", ()))]
+  return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]} if parts else {}
+
+
+def _resume(out_dir: str | None, plan: _Plan, overwrite: bool) -> tuple[str | None, np.ndarray, dict]:
+  """The shard directory, which global batches are done, and the done rows by question id (on
+  every process: process 0 reads the shards and sends what it found)."""
+  if out_dir is None:
+    return None, np.zeros(len(plan.batches), bool), {}
+  shard_dir = os.path.join(out_dir, "shards")
+  found: dict[str, np.ndarray] = {}
+
+  def read():
+    found.update(_read_shards(shard_dir, plan.meta["fingerprint"], overwrite))
+    return sorted({str(q) for q in found.get("question_id", ())} & set(plan.ids))
+
+  have = set(multihost.from_process_zero(read))
+  done = np.array([all(plan.ids[i] in have for i in rows) for rows in plan.batches])
+  need = sorted({i for g in np.flatnonzero(done) for i in plan.batches[g]})
+  rows = {}
+  if need:  # the done batches' rows, first found copy of each question
+    if multihost.is_writer():
+      qids = [str(q) for q in found["question_id"]]
+      first = {}
+      for j, q in enumerate(qids):
+        first.setdefault(q, j)
+      take = np.asarray([first[plan.ids[i]] for i in need], np.int64)
+      rows = {k: v[take] for k, v in found.items() if k != "question_id"}
+    rows = multihost.broadcast_arrays(rows)
+    rows["question_id"] = np.asarray([plan.ids[i] for i in need], dtype=str)
+  return shard_dir, done, rows
 
 
 def _run_prefix(graphdef, state, plan: _Plan, spec: ExtractSpec) -> dict:
@@ -259,89 +306,88 @@ def _run_prefix(graphdef, state, plan: _Plan, spec: ExtractSpec) -> dict:
 
 
 def _run_batch(graphdef, state, plan: _Plan, spec: ExtractSpec, g: int, prefix_args: dict, *,
-               mesh: Mesh | None, pi: int, pc: int, shard_dir: str | None) -> tuple[dict, float]:
-  """Global batch `g` through the compiled pass: this process's rows (also its shard) and seconds."""
-  bg, mine = plan.rows_of[g], plan.mine(g, pi)
+               mesh: Mesh | None, pc: int, shard_dir: str | None) -> tuple[dict, float]:
+  """Global batch `g` through the compiled pass: all its rows (on every process) and seconds.
+
+  Process p's devices get rows [p * bg, (p + 1) * bg) of the global batch (its rows of the
+  plan, then dummies); the outputs are gathered whole, so every process holds every row.
+  """
+  bg = plan.rows_of[g]
   # Shapes come from the whole global batch so every process compiles the same program.
   t, r_pad = forward.batch_shapes(plan.prompts, plan.refs, plan.batches[g], spec.length_bucket)
-  batch = forward.assemble(plan.prompts, plan.refs, mine, bg, t, plan.pad_id)
+  blocks = [forward.assemble(plan.prompts, plan.refs, plan.mine(g, p), bg, t, plan.pad_id) for p in range(pc)]
+  batch = {k: np.concatenate([b[k] for b in blocks], axis=0) for k in blocks[0]}
   out_sharding = None if mesh is None else sharding_lib.batch_sharding(mesh, 1, batch_size=bg * pc)
   fn = forward.compiled_pass(graphdef, plan.pooled_layers, spec.pooling if spec.layers else (),
                              spec.token_layer, spec.token_cap, spec.hybrid, r_pad, spec.nll_chunk,
                              plan.num_layers, out_sharding, plan.prefix_len)
   t1 = time.perf_counter()
   out = fn(state, **forward.to_device(batch, mesh, bg * pc), **prefix_args)
-  arrays = {k: forward.local_rows(v)[:len(mine)] for k, v in out.items()}
+  whole = {k: multihost.gather(v) for k, v in out.items()}
   seconds = time.perf_counter() - t1
-  arrays = {k: (v.astype(spec.dtype) if k in _FLOAT_KEYS else v) for k, v in arrays.items()}
-  arrays["question_id"] = np.asarray([plan.ids[i] for i in mine], dtype=str)
-  if shard_dir is not None:
-    write_npz(_shard_path(shard_dir, pi, g), arrays)
+  keep = np.concatenate([p * bg + np.arange(len(plan.mine(g, p))) for p in range(pc)])
+  arrays = {k: (v[keep].astype(spec.dtype) if k in _FLOAT_KEYS else v[keep]) for k, v in whole.items()}
+  arrays["question_id"] = np.asarray([plan.ids[i] for i in plan.batches[g]], dtype=str)
+  if shard_dir is not None and multihost.is_writer():
+    write_npz(_shard_path(shard_dir, pc, g), arrays)
   return arrays, seconds
 
 
-def _persist(plan: _Plan, results: list, t0: float, t_fwd: float, *, out_dir: str | None,
-             shard_dir: str | None, pi: int, pc: int) -> FeatureSet:
-  """This process's rows in question order; with `out_dir` also its share of the store. Process 0
-  writes the sidecar after a barrier (every share exists), so a store with a sidecar is complete."""
-  results = [r if r is not None else read_npz(_shard_path(shard_dir, pi, g)) for g, r in enumerate(results)]
-  parts = [r for r in results if len(r["question_id"])]
-  merged = _merge_rows(parts, [plan.ids[i] for g in range(len(plan.batches)) for i in plan.mine(g, pi)],
-                       plan.ids)
+def _persist(plan: _Plan, results: list, done_rows: dict, t0: float, t_fwd: float, *, out_dir: str | None,
+             shard_dir: str | None) -> FeatureSet:
+  """Every row in question order (on every process); with `out_dir` process 0 also writes the store:
+  one rows file, then the sidecar, which marks it complete."""
+  parts = [r for r in results if r is not None and len(r["question_id"])]
+  if done_rows:
+    parts.append(done_rows)
+  merged = _merge_rows(parts, plan.ids)
   timing = {"total_s": time.perf_counter() - t0, "forward_s": t_fwd, "batches": len(plan.batches)}
   meta = dict(plan.meta, timing=timing, code_version=extraction_code_version(),
               created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-  local = FeatureSet(dict(meta, question_ids=[str(q) for q in merged["question_id"]]),
-                     {k: v for k, v in merged.items() if k != "question_id"})
-  if out_dir is None:
-    return local
-  write_npz(os.path.join(out_dir, process_file(pi, pc)), merged)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices(f"features:{meta['fingerprint']}")
-  if pi == 0:
+  if out_dir is not None and multihost.is_writer():
+    write_npz(os.path.join(out_dir, STORE_FILE), merged)
     io.write_json(os.path.join(out_dir, SIDECAR), meta)
-    shutil.rmtree(shard_dir, ignore_errors=True)
-  if pc > 1 and jax.process_count() == 1:  # simulated processes: the other shares may be missing
-    return local
-  return load_features(out_dir)
+    if epath.Path(shard_dir).exists():
+      epath.Path(shard_dir).rmtree()
+  return FeatureSet(meta, {k: v for k, v in merged.items() if k != "question_id"})
 
 
 def extract(model, tokenizer, questions: Sequence[Any], spec: ExtractSpec, *, mesh: Mesh | None = None,
             checkpoint: str = "", checkpoint_step: int = -1, task: str = "", prompt_format_hash: str = "",
             out_dir: str | os.PathLike | None = None, overwrite: bool = False,
-            process_index: int | None = None, process_count: int | None = None,
             on_batch: Callable[[int, int], None] | None = None) -> FeatureSet:
   """Features of `questions` (objects with .id, .prompt, .reference) from one prefill pass each.
 
-  With `out_dir`, rows are persisted as a store (see module docstring) and a killed run resumes
-  from its finished batches; an existing complete store with the same fingerprint is returned
-  as is. In multi-host runs every process calls this with the same questions; each extracts
-  and writes its share. `on_batch(i, n)` is called after each batch.
+  With `out_dir` (a local or `gs://` path), rows are persisted as a store (see module docstring)
+  and a killed run resumes from its finished batches; an existing complete store with the same
+  fingerprint is returned as is. In multi-process runs every process calls this with the same questions and arguments;
+  each places its rows of every batch on its own devices, every process gets all rows back,
+  and process 0 alone reads and writes the store. `on_batch(i, n)` is called after each batch.
   """
-  pi = jax.process_index() if process_index is None else int(process_index)
-  pc = jax.process_count() if process_count is None else int(process_count)
+  pc = jax.process_count()
   t0 = time.perf_counter()
   plan = _plan(model, tokenizer, questions, spec, pc, checkpoint=checkpoint, checkpoint_step=checkpoint_step,
                task=task, prompt_format_hash=prompt_format_hash)
   if out_dir is not None:
     out_dir = os.fspath(out_dir)
-    if _finished(out_dir, plan.meta["fingerprint"], overwrite):
-      return load_features(out_dir)
-  shard_dir, done = _resume(out_dir, plan, pi, overwrite)
+    finished = multihost.from_process_zero(
+        lambda: _finished_meta(out_dir, plan.meta, overwrite) is not None)
+    if finished:
+      return _load_finished(out_dir)
+  shard_dir, done, done_rows = _resume(out_dir, plan, overwrite)
   graphdef, state = nnx.split(model)
   prefix_args = {} if done.all() or not plan.prefix_len else _run_prefix(graphdef, state, plan, spec)
   n_batches = len(plan.batches)
-  results, t_fwd = [None] * n_batches, 0.0  # None: a done batch, read back from its shard
+  results, t_fwd = [None] * n_batches, 0.0  # None: a done batch, its rows are in done_rows
   for g in range(n_batches):
     if done[g]:
       continue
-    results[g], seconds = _run_batch(graphdef, state, plan, spec, g, prefix_args, mesh=mesh, pi=pi, pc=pc,
+    results[g], seconds = _run_batch(graphdef, state, plan, spec, g, prefix_args, mesh=mesh, pc=pc,
                                      shard_dir=shard_dir)
     t_fwd += seconds
     if on_batch is not None:
       on_batch(g, n_batches)
-  return _persist(plan, results, t0, t_fwd, out_dir=out_dir, shard_dir=shard_dir, pi=pi, pc=pc)
+  return _persist(plan, results, done_rows, t0, t_fwd, out_dir=out_dir, shard_dir=shard_dir)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -358,8 +404,8 @@ def extract_tasks(model, tokenizer, questions: Mapping[str, Sequence[Any]], spec
 
   The union is sorted by length and batched together, so short tasks fill batches instead of
   each task padding its own: fewer, fuller forward passes (the monitor and latency path use it).
-  Returns one FeatureSet per task, in the mapping's order, as `extract` would for that task (in a
-  multi-process run, this process's rows of it).
+  Returns one FeatureSet per task, in the mapping's order, as `extract` would for that task (all
+  rows, on every process of a multi-process run).
   """
   tagged = [_TaskQuestion(f"{task}\x00{q.id}", q.prompt, getattr(q, "reference", None))
             for task, qs in questions.items() for q in qs]
@@ -377,12 +423,12 @@ def extract_tasks(model, tokenizer, questions: Mapping[str, Sequence[Any]], spec
   return out
 
 
-def _merge_rows(parts: Sequence[Mapping[str, np.ndarray]], mine: Sequence[str], all_ids: Sequence[str]):
-  """Concatenates batch outputs and puts this process's rows into question order."""
+def _merge_rows(parts: Sequence[Mapping[str, np.ndarray]], all_ids: Sequence[str]):
+  """Concatenates batch outputs (and resumed rows) and puts them into question order."""
   merged = {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
   got = [str(q) for q in merged["question_id"]]
-  if sorted(got) != sorted(mine):
-    raise FeatureError("internal: resumed shards do not cover this process's questions")
+  if sorted(got) != sorted(all_ids):
+    raise FeatureError("internal: extracted and resumed rows do not cover the questions")
   rank = {q: i for i, q in enumerate(all_ids)}
   order = np.argsort([rank[q] for q in got], kind="stable")
   return {k: v[order] for k, v in merged.items()}

@@ -1,8 +1,8 @@
-"""The jitted prefill + pooling of feature extraction, and getting its batches on and off devices.
+"""The jitted prefill + pooling of feature extraction, and getting its batches onto devices.
 
 One concern, kept apart from `probing.features.extraction` (tokens, batch plan, store, resume): the
 compiled programs (cached per static configuration, so repeated extractions do not recompile),
-the left-padded batch arrays they take, and this process's rows of their batch-sharded outputs.
+and the left-padded batch arrays they take, placed on the mesh.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
+from models import multihost
 from models import sharding as sharding_lib
 from models.olmo3 import SharedPrefix
 
@@ -123,25 +124,10 @@ def compiled_pass(graphdef, layers: tuple[int, ...], pooling: tuple[str, ...], t
   return jax.jit(forward)
 
 
-def local_rows(x: jax.Array) -> np.ndarray:
-  """This process's rows of a batch-sharded global array, in order (replicas deduplicated)."""
-  if jax.process_count() == 1:
-    return np.asarray(jax.device_get(x))
-  shards: dict[int, np.ndarray] = {}
-  for s in x.addressable_shards:
-    shards.setdefault(s.index[0].start or 0, np.asarray(s.data))
-  return np.concatenate([shards[k] for k in sorted(shards)], axis=0)
-
-
 def to_device(batch: Mapping[str, np.ndarray], mesh: Mesh | None, global_batch: int):
-  """The batch's arrays as global arrays sharded over `mesh` (each process gives its own rows)."""
+  """The (whole, global) batch's arrays sharded over `mesh`: each process places only the rows
+  of its own devices (`models.multihost.put_global`)."""
   if mesh is None:
     return {k: jnp.asarray(v) for k, v in batch.items()}
-  out = {}
-  for k, v in batch.items():
-    s = sharding_lib.batch_sharding(mesh, v.ndim, batch_size=global_batch)
-    if jax.process_count() > 1:
-      out[k] = jax.make_array_from_process_local_data(s, v, (global_batch,) + v.shape[1:])
-    else:
-      out[k] = jax.device_put(v, s)
-  return out
+  return {k: multihost.put_global(v, sharding_lib.batch_sharding(mesh, v.ndim, batch_size=global_batch))
+          for k, v in batch.items()}

@@ -4,17 +4,21 @@
                                   format, checkpoint, checkpoint_step, task, question_ids (store
                                   order), layers, pooling, token_layer, token_cap, hybrid,
                                   reference_eos, dtype, hidden_size, tokenizer_hash, shared_prefix_tokens,
-                                  prompt_format_hash, code_version, num_processes, files,
+                                  prompt_format_hash, code_version, num_processes (how many
+                                  processes ran it; not part of the fingerprint), files,
                                   truncated_prompts, truncated_references, timing, created.
-  features.pXXXXX-of-YYYYY.npz    the rows process XXXXX extracted: `question_id` (str), `last`,
+  features.npz                    the rows (`files` lists it): `question_id` (str), `last`,
                                   `mean`, `tokens`, `tokens_mask`, `prompt_len`, and in hybrid
                                   mode `nll_sum`, `nll_mean`, `ref_len`. Float arrays are in
-                                  `dtype` (float32 or float16). `load_features` merges all
-                                  process files back into sidecar order.
-  shards/                         while running: `spec.json` (run fingerprint) and one
-                                  `pXXXXX-bYYYYYY.npz` per finished batch. A killed run resumes
-                                  from them; they are merged and removed at the end.
+                                  `dtype` (float32 or float16). `load_features` merges the files
+                                  `files` lists (older stores have one per process) into sidecar order.
+  shards/                         while running: `spec.json` (store fingerprint) and one
+                                  `nPPPPP-bYYYYYY.npz` per finished batch of a PPPPP-process run,
+                                  rows keyed by `question_id`. A killed run resumes from them with
+                                  any process count; they are merged and removed at the end.
 Every file is written to a temporary name and `os.replace`d, so readers never see a partial file.
+In a multi-process run process 0 alone reads and writes the store (the others get its rows by
+collectives), so hosts need not share a disk.
 The writer is `probing.features.extraction`.
 """
 from __future__ import annotations
@@ -27,12 +31,14 @@ import os
 from typing import Mapping, Sequence
 
 import numpy as np
+from etils import epath
 
 from models import io, version
 from probing import tokenizer as tokenizer_lib
 
 FORMAT = "olmo-probe-features/1"
 SIDECAR = "features.json"
+STORE_FILE = "features.npz"
 POOLINGS = ("last", "mean")
 
 
@@ -115,29 +121,26 @@ def write_npz(path: str, arrays: Mapping[str, np.ndarray]) -> None:
   io.replace_from_tmp(path, lambda f: np.savez(f, **arrays), mode="wb")
 
 
-def process_file(index: int, count: int) -> str:
-  return f"features.p{index:05d}-of-{count:05d}.npz"
 
 
-def read_npz(path: str) -> dict[str, np.ndarray]:
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
   try:
-    with np.load(path, allow_pickle=False) as z:
+    with epath.Path(path).open("rb") as f, np.load(f, allow_pickle=False) as z:
       return {k: z[k] for k in z.files}
   except (OSError, ValueError, EOFError) as e:
     raise FeatureError(f"{path}: unreadable feature file ({e})") from None
 
 
 def load_features(path: str | os.PathLike) -> FeatureSet:
-  """Reads a complete store, merging the per-process files into sidecar order."""
-  path = os.fspath(path)
-  side = os.path.join(path, SIDECAR)
-  if not os.path.exists(side):
+  """Reads a complete store (a local or `gs://` path), merging its files into sidecar order."""
+  path = epath.Path(path)
+  side = path / SIDECAR
+  if not side.exists():
     raise FeatureError(f"{path}: not a complete feature store (no {SIDECAR})")
-  with open(side) as f:
-    meta = json.load(f)
+  meta = json.loads(side.read_text())
   if meta.get("format") != FORMAT:
     raise FeatureError(f"{side}: format {meta.get('format')!r}, expected {FORMAT!r}")
-  parts = [read_npz(os.path.join(path, name)) for name in meta["files"]]
+  parts = [read_npz(path / name) for name in meta["files"]]
   merged = {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
   ids = [str(q) for q in merged.pop("question_id")]
   where = {q: i for i, q in enumerate(ids)}
@@ -151,11 +154,10 @@ def load_features(path: str | os.PathLike) -> FeatureSet:
 
 def find_stores(root: str | os.PathLike) -> list[str]:
   """Every complete store directory under root (sorted)."""
-  out = []
-  for d, _, files in os.walk(os.fspath(root)):
-    if SIDECAR in files:
-      out.append(d)
-  return sorted(out)
+  root = epath.Path(root)
+  if not root.exists():
+    return []
+  return sorted(os.fspath(d) for d, _, files in root.walk() if SIDECAR in files)
 
 
 def store_dir(root: str | os.PathLike, checkpoint: str, task: str) -> str:
@@ -168,8 +170,7 @@ def load_feature_sets(root: str | os.PathLike, *, tasks: Sequence[str] | None = 
   """Every complete store under root, optionally only some tasks / checkpoints."""
   sets = []
   for d in find_stores(root):
-    with open(os.path.join(d, SIDECAR)) as f:
-      meta = json.load(f)
+    meta = json.loads((epath.Path(d) / SIDECAR).read_text())
     if (tasks and meta.get("task") not in tasks) or (checkpoints and meta.get("checkpoint") not in checkpoints):
       continue
     sets.append(load_features(d))

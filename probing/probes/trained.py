@@ -224,28 +224,32 @@ class TrainedProbe:
   # -- files
 
   def save(self, path: str | os.PathLike) -> None:
-    """Params and standardization stats with orbax under path/params, then the card (written last)."""
+    """Params and standardization stats with orbax under path/params, then the card (written last).
+    In a multi-process run every process calls it (orbax's save is collective); process 0 writes."""
     import orbax.checkpoint as ocp
-    path = os.path.abspath(os.fspath(path))
-    os.makedirs(path, exist_ok=True)
+    from models import multihost  # pylint: disable=import-outside-toplevel
+    path = os.fspath(path) if io.is_remote(path) else os.path.abspath(os.fspath(path))
+    if multihost.is_writer():
+      io.mkdirs(path)
     tree = {"heads": {name: flat_params(h) for name, h in self.heads.items()},
             "stats": {k: np.asarray(v) for k, v in self.stats.items()}}
     ckpt = ocp.StandardCheckpointer()
     ckpt.save(os.path.join(path, "params"), tree, force=True)
     ckpt.wait_until_finished()
-    io.write_json(os.path.join(path, CARD), self.card, indent=1)
+    if multihost.is_writer():
+      io.write_json(os.path.join(path, CARD), self.card, indent=1)
 
 
 def load_probe(path: str | os.PathLike) -> TrainedProbe:
   """Opens a probe saved by `TrainedProbe.save`."""
   import orbax.checkpoint as ocp
 
-  path = os.path.abspath(os.fspath(path))
-  card_file = os.path.join(path, CARD)
-  if not os.path.exists(card_file):
+  from etils import epath  # pylint: disable=import-outside-toplevel
+  path = os.fspath(path) if io.is_remote(path) else os.path.abspath(os.fspath(path))
+  card_file = epath.Path(path) / CARD
+  if not card_file.exists():
     raise ProbeError(f"{path}: no {CARD}; not a (complete) saved probe")
-  with open(card_file) as f:
-    card = json.load(f)
+  card = json.loads(card_file.read_text())
   spec = ProbeSpec(**card["spec"])
   heads = {name: build_probe(spec) for name in card["heads"]}
   target = {"heads": {n: {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in flat_params(h).items()}
