@@ -313,18 +313,32 @@ class Watcher:
     return records
 
   def _measured(self, checkpoint: str, task: str, qids, p) -> dict:
-    """Measured accuracy where labels exist; the audited PPI++ estimate from a random audit."""
+    """Measured accuracy where every question has labels; the audited estimate
+    (`probing.eval.audit.audited_accuracy`: PPI++ with its t interval, and the stale alarm) where
+    only a random audit is labelled (`launch.label --config.data.audit=N`), or, with `audit_size`,
+    from a seeded random audit of fully labelled questions."""
     labels = self.labels.get((checkpoint, task))
     if not labels:
       return {}
-    have = [i for i, q in enumerate(qids) if str(q) in labels]
+    from probing.eval import audit  # pylint: disable=import-outside-toplevel
+    have = np.asarray([i for i, q in enumerate(qids) if str(q) in labels], np.int64)
     y = np.asarray([labels[str(qids[i])] for i in have])
-    out = {"measured": float(y.mean()), "n_labelled": len(have)}
-    if self.audit_size and len(have) == len(qids) and len(qids) >= 2:
-      from probing.eval import audit  # pylint: disable=import-outside-toplevel
-      draw = audit.draw_audit(len(qids), min(self.audit_size, len(qids)), seed=timeline_seed(checkpoint, task))
-      est = audit.ppi_plus_plus(p, y[draw.indices], p[draw.indices], N=len(qids))
-      out.update(audited=est.value, audited_low=est.ci_low, audited_high=est.ci_high, audit_size=est.n)
+    out = {"n_labelled": len(have)}
+    if len(have) == len(qids):
+      out["measured"] = float(y.mean())
+      if self.audit_size and len(qids) > self.audit_size >= 2:
+        draw = audit.draw_audit(len(qids), self.audit_size, seed=timeline_seed(checkpoint, task))
+        have, y = draw.indices, y[draw.indices]
+      else:
+        return out
+    if len(have) < 2:
+      return out
+    est = audit.audited_accuracy(p, y, p[have])
+    out.update(audited=est["ppi"]["estimate"], audited_low=est["ppi"]["ci"][0], audited_high=est["ppi"]["ci"][1],
+               audit_size=est["n"], stale=est["alarm"], residual_p_value=est["residual_p_value"])
+    if est["alarm"]:
+      self.report(f"probe stale: relabel ({task} at {checkpoint}: the audit puts the probe's accuracy "
+                  f"off by more than {est['stale_tolerance']}, p = {est['residual_p_value']:.3g})")
     return out
 
   def commit(self, records: list[dict]) -> None:

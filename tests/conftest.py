@@ -10,3 +10,22 @@ import jax  # noqa: E402
 jax.config.update("jax_default_matmul_precision", "highest")
 
 pytest_plugins = ["run_fixtures"]  # session fixtures: a tiny testbed run and a probe trained on it
+
+# `make test` runs on two workers (pytest-xdist, --dist loadgroup). Each worker builds the session
+# fixtures it needs, so every test that reads one of the expensive runs goes to the same worker as
+# the others that read it; every other test stays with its file (module fixtures built once).
+_SHARED_RUNS = ("smoke_run", "testbed_run", "testbed_probe")
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  import pytest  # pylint: disable=import-outside-toplevel
+  for item in items:
+    names = set(getattr(item, "fixturenames", ()))
+    if "smoke_run" in names:
+      group = "smoke_run"
+    elif names & set(_SHARED_RUNS):
+      group = "testbed_run"
+    else:
+      group = item.nodeid.split("::")[0]
+    item.add_marker(pytest.mark.xdist_group(group))

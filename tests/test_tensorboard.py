@@ -55,3 +55,21 @@ def test_watcher_scalars_at_checkpoint_steps(tmp_path, testbed_run, testbed_prob
   r = records[0]
   assert r["audited_low"] <= r["audited"] <= r["audited_high"] and r["audit_size"] == 8
   assert os.path.getsize(tmp_path / "out" / "timeline.png") > 1000
+
+
+def test_watcher_audits_with_labels_of_a_random_audit_only(tmp_path, testbed_run, testbed_probe):
+  """Labels of a random audit alone (no measured accuracy) give the audited PPI++ estimate, the
+  interval the demo's coverage figures are for, and the stale flag."""
+  from probing.eval import audit
+  questions = {t: list(tasks.get(t).questions(LIMIT)) for t in TASKS}
+  labels = read_labels(testbed_probe["labels"])
+  keep = {t: set(audit.audit_questions([q.id for q in qs], 6, seed=0, task=t)) for t, qs in questions.items()}
+  partial = [r for r in labels if r["question_id"] in keep.get(r["task"], ())]
+  w = watch.Watcher(testbed_run["workdir"], {"linear": load_probe(testbed_probe["probe"])}, questions,
+                    str(tmp_path / "out"), labels=partial,
+                    prompt_format_hashes={t: tasks.get(t).format_hash() for t in questions})
+  w.sweep()
+  labelled = [r for r in watch.read_timeline(str(tmp_path / "out")) if "audited" in r]
+  assert labelled and all("measured" not in r and r["audit_size"] == 6 for r in labelled)
+  assert all(r["audited_low"] <= r["audited"] <= r["audited_high"] and isinstance(r["stale"], bool)
+             for r in labelled)
