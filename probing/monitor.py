@@ -74,8 +74,13 @@ class ProbeMonitor:
     self.call_seconds: list[float] = []
     self._warned: set[str] = set()  # probes already warned about a step outside their validity window
 
-  def predict(self, step: int, model) -> list[dict]:
-    """Extracts features from `model` as it is now and applies every probe; returns records."""
+  def predict(self, step: int, model, audit_labels: Sequence[Mapping] | None = None) -> list[dict]:
+    """Extracts features from `model` as it is now and applies every probe; returns records.
+
+    `audit_labels`: label records (task, question_id, c, k) of a random audit of the monitored
+    questions at this step (e.g. `launch.label --config.data.audit=32` on the saved checkpoint);
+    records of audited tasks then carry the audited estimate (`probing.eval.audit.audit_tasks`:
+    PPI++ with its 95% t interval) and `stale`, the "probe stale: relabel" alarm."""
     # Training steps are dispatched asynchronously: wait for the queued ones first, so their time
     # is not counted as the monitor's.
     if self.forward is None:
@@ -97,23 +102,35 @@ class ProbeMonitor:
                                    checkpoint=f"live-{step}", checkpoint_step=int(step),
                                    prompt_format_hashes=self.formats)
       data, p = pred.data, pred.p
+      audited = {}
+      if audit_labels:
+        from probing.eval import audit  # pylint: disable=import-outside-toplevel
+        audited = audit.audit_tasks(pred.records(), audit_labels)
       for task in self.questions:
         rows = data.task == task
         low, high = _bootstrap_interval(np.asarray(p)[rows])
         records.append({"step": int(step), "probe": name, "task": task, "predicted": float(np.mean(p[rows])),
                         "predicted_low": low, "predicted_high": high,
                         "n_questions": int(rows.sum()), "in_validity_window": outside is None})
+        if task in audited:
+          a = audited[task]
+          records[-1].update(audited=a["ppi"]["estimate"], audited_low=a["ppi"]["ci"][0],
+                             audited_high=a["ppi"]["ci"][1], audit_size=a["n"], stale=a["alarm"],
+                             residual_p_value=a["residual_p_value"])
+          if a["alarm"]:
+            self.log(f"probe stale: relabel ({name} on {task} at step {step}: the audit puts its accuracy off "
+                     f"by more than {a['stale_tolerance']}, p = {a['residual_p_value']:.3g})")
     seconds = time.perf_counter() - t0
     for r in records:
       r["seconds"] = round(seconds, 4)
     self.call_seconds.append(seconds)
     return records
 
-  def maybe_run(self, step: int, model) -> list[dict] | None:
+  def maybe_run(self, step: int, model, audit_labels: Sequence[Mapping] | None = None) -> list[dict] | None:
     """Runs at every `every`-th step (step counted from 1); returns the new records or None."""
     if step % self.every:
       return None
-    records = self.predict(step, model)
+    records = self.predict(step, model, audit_labels)
     self.history.extend(records)
     summary = ", ".join(f"{r['task']}={r['predicted']:.2f}" for r in records if r["probe"] == records[0]["probe"])
     self.log(f"monitor step {step} ({records[0]['probe']}, {records[0]['seconds']:.2f}s): {summary}")

@@ -1,5 +1,7 @@
 """ProbeMonitor on any model: a plain-function forward (our Olmo3 as a function of its nnx state)
 gives the same predictions as the module itself; scalars go to the writer at the monitored step."""
+import os
+
 import numpy as np
 import pytest
 from flax import nnx
@@ -57,3 +59,25 @@ def test_plain_function_forward_predicts_as_the_module(testbed_run, testbed_prob
   c = ProbeMonitor({"linear": probe}, questions, tok, every=1, log=lambda _: None, forward=only_layers)
   np.testing.assert_allclose([r["predicted"] for r in c.maybe_run(step, state)], [r["predicted"] for r in a],
                              atol=1e-6)
+
+
+def test_monitor_reports_the_audited_estimate_given_audit_labels(testbed_run, testbed_probe):
+  """With label records of a random audit at the monitored step, each audited task's record carries
+  the PPI++ estimate and interval of `probing.eval.audit.audit_tasks` and the stale flag."""
+  from probing.eval import audit
+  from probing.labels import read_labels
+  step, path = testbed_run["checkpoints"][-1]
+  model = model_checkpoint.load(path)
+  tok = CharTokenizer(model_checkpoint.read_metadata(path)["tokenizer"]["alphabet"])
+  questions = {t: list(tasks.get(t).questions(LIMIT)) for t in TASKS}
+  name = os.path.basename(path)
+  labels = [r for r in read_labels(testbed_probe["labels"]) if str(r["checkpoint"]) == name]
+  assert labels, name
+  keep = set(audit.audit_questions([q.id for q in questions[TASKS[0]]], 6, seed=0, task=TASKS[0]))
+  audit_labels = [r for r in labels if r["task"] == TASKS[0] and r["question_id"] in keep]
+  logs = []
+  monitor = ProbeMonitor({"linear": load_probe(testbed_probe["probe"])}, questions, tok, every=1, log=logs.append)
+  records = monitor.maybe_run(step, model, audit_labels=audit_labels)
+  a, b = records
+  assert "audited" not in b and a["audit_size"] == 6 and a["audited_low"] <= a["audited"] <= a["audited_high"]
+  assert isinstance(a["stale"], bool) and any("probe stale" in m for m in logs) == a["stale"]
