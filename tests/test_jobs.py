@@ -108,15 +108,24 @@ def test_steps_from_olmo3_revision_names():
 
 
 def test_demo_reads_steps_from_revision_names(tmp_path):
-  from ml_collections import ConfigDict
-
+  """Monotone steps from the names, in step order whatever the given order; one step for two
+  checkpoints, or steps against their names' order, is an error naming both."""
+  from configs.experiments import olmo3_7b
+  from probing.checkpoints import CheckpointError
   from probing.demo.pipeline import external_checkpoints
   dirs = [tmp_path / n for n in ("stage1-step1000", "stage2-step0", "stage2-step500")]
   for d in dirs:
     d.mkdir()
     (d / "config.json").write_text("{}")
-  cfg = ConfigDict({"checkpoints": ",".join(map(str, dirs)), "checkpoint_steps": ""})
-  assert [s for s, _ in external_checkpoints(cfg)] == [1000, 1_413_814, 1_414_314]
-  cfg.checkpoints = ",".join(map(str, dirs[::-1]))
-  with pytest.raises(ValueError, match="stage2-step500 has step 1414314, .*stage2-step0 has step 1413814"):
+  cfg = olmo3_7b.get_config()
+  cfg.data.checkpoints = ",".join(map(str, dirs[::-1]))
+  assert external_checkpoints(cfg) == [(1000, str(dirs[0])), (1_413_814, str(dirs[1])), (1_414_314, str(dirs[2]))]
+  cfg.data.stage_lengths = (2000,)  # another run's stage lengths
+  assert [s for s, _ in external_checkpoints(cfg)] == [1000, 2000, 2500]
+  cfg.data.checkpoint_steps = "1000,1000,2000"
+  with pytest.raises(CheckpointError, match="'stage2-step500' and 'stage2-step0' both have step 1000|"
+                                            "'stage2-step0' and 'stage2-step500' both have step 1000"):
+    external_checkpoints(cfg)
+  cfg.data.checkpoint_steps = "1,3,2"  # stage2-step500 before stage2-step0
+  with pytest.raises(CheckpointError, match="'stage2-step500' .*'stage2-step0' .*contradict"):
     external_checkpoints(cfg)

@@ -39,15 +39,22 @@ def ckpt(tmp_path_factory):
   return path
 
 
+DATA_KEYS = ("checkpoint", "tasks", "limit", "tokenizer", "checkpoint_name", "checkpoint_step", "overwrite")
+
+
 def _config(ckpt, out_dir, **kw):
   c = label_config.get_config()
-  c.update(dict(checkpoint=ckpt, tasks=TASKS, limit=12, batch_size=4, num_samples=4, out_dir=str(out_dir)))
-  c.update(kw)
+  c.data.update(dict(checkpoint=ckpt, tasks=TASKS, limit=12))
+  c.update(dict(batch_size=4, num_samples=4, out=str(out_dir)))
+  c.data.update({k: v for k, v in kw.items() if k in DATA_KEYS})
+  c.update({k: v for k, v in kw.items() if k not in DATA_KEYS})
   return c
 
 
 def _flags(c):
-  return [f"--config.{k}={v}" for k, v in c.items() if v is not None and v != ""]
+  flat = {f"data.{k}": v for k, v in c.data.items()} | {k: v for k, v in c.items() if k != "data"}
+  return [f"--config.{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in flat.items()
+          if v is not None and v != ""]
 
 
 def _without_timings(records):
@@ -86,8 +93,11 @@ def test_killed_run_resumes_to_the_uninterrupted_result(ckpt, tmp_path):
   prov = json.load(open(resumed["provenance"]))
   assert set(prov["tasks"]) == set(TASKS.split(",")) and prov["tokenizer_hash"] and prov["code_version"]
 
-  with pytest.raises(labels.LabelError, match="seed"):
+  with pytest.raises(labels.LabelError, match="seed.*--config.data.overwrite=True"):
     labels.run(_config(ckpt, tmp_path / "resumed", seed=1), log=lambda _: None)
+  replaced = labels.run(_config(ckpt, tmp_path / "resumed", seed=1, overwrite=True), log=lambda _: None)
+  assert replaced["new_records"] == replaced["records"] == 24  # the seed-0 labels are gone, not mixed in
+  assert json.load(open(replaced["provenance"]))["result_settings"]["seed"] == 1
 
 
 @pytest.mark.parametrize("kw, match", [

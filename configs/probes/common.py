@@ -6,6 +6,10 @@ Presets (`get_config(arg)` of every family file): '7b' (default; OLMo3-7B, 32 la
 import ml_collections
 from ml_collections import config_dict
 
+# OLMo3-7B's stage lengths (probing.checkpoints.OLMO3_7B_STAGE_LENGTHS): 'stage2-stepN' is step
+# 1,413,814 + N. Other runs set `data.stage_lengths`.
+OLMO3_7B_STAGE_LENGTHS = (1_413_814, 47_684)
+
 PRESETS = {
     "7b": dict(extract_layers=(8, 12, 16, 20, 24, 28, 32), mid=16, token_cap=64, batch_size=8,
                max_prompt_tokens=2048, max_reference_tokens=512, store_dtype="float16",
@@ -101,10 +105,11 @@ def base_config(family: str, arg: str | None) -> ml_collections.ConfigDict:
   c.data.limit = config_dict.placeholder(int)  # questions per task (extraction)
   c.data.checkpoint = config_dict.placeholder(str)  # HF dir or orbax checkpoint (extract, predict, submodel)
   c.data.checkpoint_name = config_dict.placeholder(str)  # default: from metadata or the dir name
-  c.data.checkpoint_step = config_dict.placeholder(int)  # default: from metadata or '...step<N>'
+  c.data.checkpoint_step = config_dict.placeholder(int)  # monotone step; default: from metadata or the name
+  c.data.stage_lengths = OLMO3_7B_STAGE_LENGTHS  # steps of each stage, for 'stageK-stepN' names
   c.data.tokenizer = config_dict.placeholder(str)  # '' = the checkpoint's; char[:abc], shipped:<name>, a path
-  c.data.mesh = "data=-1"
-  c.data.model_dtype = p["model_dtype"]
+  c.data.mesh = "data=-1"  # device mesh, e.g. 'data=-1' or 'fsdp=-1'
+  c.data.model_dtype = p["model_dtype"]  # dtype the model runs in
   c.data.overwrite = False  # extract: replace a store that holds a different extraction
 
   # Outputs.

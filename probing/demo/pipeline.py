@@ -53,15 +53,16 @@ class StageTimer:
     self.log(f"== {name}: {dt:.1f}s")
 
 
-def selected_families(cfg) -> dict:
-  """family -> probe config: the `families` that `probe_families` names, fitted to the model."""
+def selected_families(cfg, fit: bool = True) -> dict:
+  """family -> probe config: the `families` that `probe_families` names, with `fit` fitted to the
+  testbed model (real checkpoints keep their layers; they are checked against each model)."""
   names = [f.strip() for f in cfg.probe_families.split(",") if f.strip()]
   if not names:
     raise ValueError("demo: probe_families is empty")
   unknown = [f for f in names if f not in cfg.families]
   if unknown:
     raise ValueError(f"demo: probe_families names {unknown}; the config has {sorted(cfg.families)}")
-  return {f: fit_layers(cfg.families[f], cfg.pretrain.model.num_layers) for f in names}
+  return {f: fit_layers(cfg.families[f], cfg.pretrain.model.num_layers) if fit else cfg.families[f] for f in names}
 
 
 def fit_layers(fcfg, num_layers: int):
@@ -80,30 +81,33 @@ def fit_layers(fcfg, num_layers: int):
 
 
 def external_checkpoints(cfg) -> list[tuple[int, str]]:
-  """(step, dir) of `cfg.checkpoints` (comma-separated dirs). Steps come from
-  `cfg.checkpoint_steps`, or else from each checkpoint (metadata, or an OLMo3 revision name such
-  as `stage2-step2000`, which `probing.checkpoints` maps to a monotone step)."""
-  dirs = [p.strip() for p in (cfg.get("checkpoints") or "").split(",") if p.strip()]
+  """(step, dir) of `cfg.data.checkpoints` (comma-separated dirs), by step. Steps come from
+  `cfg.data.checkpoint_steps`, or else from each checkpoint (metadata, or an OLMo3 revision name
+  such as `stage2-step2000`, which `probing.checkpoints` maps to a monotone step with
+  `cfg.data.stage_lengths`). Two checkpoints with one step, or steps against their names' order,
+  are an error naming both."""
+  d = cfg.data
+  dirs = [p.strip() for p in (d.checkpoints or "").split(",") if p.strip()]
   if not dirs:
     return []
-  missing = [d for d in dirs if not os.path.isdir(d)]
+  missing = [p for p in dirs if not os.path.isdir(p)]
   if missing:
-    raise FileNotFoundError(f"checkpoints not found: {missing}")
-  steps = [int(s) for s in (cfg.get("checkpoint_steps") or "").split(",") if s.strip()]
-  if not steps:
-    steps = [checkpoints_lib.checkpoint_id(d)[1] for d in dirs]
-    unknown = [d for d, s in zip(dirs, steps) if s is None]
-    if unknown:
-      raise ValueError(f"checkpoints {unknown}: their steps cannot be told from their names; set "
-                       "--config.checkpoint_steps (monotone training steps)")
-  if len(steps) != len(dirs):
-    raise ValueError(f"checkpoint_steps: {len(steps)} steps for {len(dirs)} checkpoints (give one "
+    raise FileNotFoundError(f"--config.data.checkpoints: not found: {missing}")
+  try:
+    steps = [int(s) for s in (d.checkpoint_steps or "").split(",") if s.strip()]
+  except ValueError as e:
+    raise ValueError(f"--config.data.checkpoint_steps: {e}") from e
+  if steps and len(steps) != len(dirs):
+    raise ValueError(f"--config.data.checkpoint_steps: {len(steps)} steps for {len(dirs)} checkpoints (give one "
                      "monotone training step per checkpoint: OLMo3 stage counters restart)")
-  for (s1, d1), (s2, d2) in zip(zip(steps, dirs), zip(steps[1:], dirs[1:])):
-    if s2 <= s1:
-      raise ValueError(f"checkpoint steps must increase in the given order: {d1} has step {s1}, "
-                       f"{d2} has step {s2}")
-  return [(s, os.path.abspath(d)) for s, d in zip(steps, dirs)]
+  ids = [checkpoints_lib.checkpoint_id(p, step=steps[i] if steps else None, stage_lengths=tuple(d.stage_lengths))
+         for i, p in enumerate(dirs)]
+  unknown = [p for p, (_, s) in zip(dirs, ids) if s is None]
+  if unknown:
+    raise ValueError(f"checkpoints {unknown}: their steps cannot be told from their names; set "
+                     "--config.data.checkpoint_steps (monotone training steps)")
+  checkpoints_lib.check_step_order(ids)
+  return sorted((s, os.path.abspath(p)) for p, (_, s) in zip(dirs, ids))
 
 
 class Demo:
@@ -117,14 +121,26 @@ class Demo:
     self.features_dir = os.path.join(self.workdir, "features")
     self.probes_dir = os.path.join(self.workdir, "probes")
     self.external = external_checkpoints(cfg)
-    self.families = selected_families(cfg)
+    self.families = selected_families(cfg, fit=not self.external)
     first = next(iter(self.families.values()))
     self.extract_spec = features_lib.spec_from_config(first.extract)
     if not self.external:  # testbed prompts are 5-40 characters: pad lengths to 4s, not 64s
       self.extract_spec = dataclasses.replace(self.extract_spec, length_bucket=4, batch_size=256)
     if self.external:  # real checkpoints (e.g. OLMo3 revisions) instead of the testbed run
-      self.tokenizer = tokenizer_lib.HFTokenizer(cfg.tokenizer)
-      self.task_names = task_registry.expand(cfg.tasks)
+      first = self.external[0][1]
+      self.tokenizer = tokenizer_lib.from_spec(cfg.data.tokenizer, first, checkpoints_lib.metadata_of(first))
+      try:
+        self.task_names = task_registry.expand(cfg.data.tasks or "")
+      except KeyError as e:
+        raise ValueError(f"{e.args[0]} (--config.data.tasks)") from e
+      if not self.task_names:
+        raise ValueError("real checkpoints need tasks: set --config.data.tasks")
+      for _, path in self.external:  # every check that needs no weights, before any work
+        ck = checkpoints_lib.inspect_checkpoint(path, tokenizer=self.tokenizer, require_step=False)
+        for f, fcfg in self.families.items():
+          checkpoints_lib.check_layers(ck, list(fcfg.extract.layers) + [fcfg.extract.token_layer or 0],
+                                       flag=f"--config.families.{f}.extract.layers / .token_layer")
+          checkpoints_lib.check_layers(ck, fcfg.head.layers, flag=f"--config.families.{f}.head.layers")
       self.schedule = [s for s, _ in self.external]
     else:
       self.tokenizer = tokenizer_lib.CharTokenizer(ALPHABET)
@@ -148,14 +164,16 @@ class Demo:
     return [(s, have[s]) for s in steps]
 
   def questions(self, task: str) -> list:
-    return list(task_registry.get(task).questions(self.cfg.labels.limit or None))
+    return list(task_registry.get(task).questions(self.cfg.data.limit or None))
 
   def label_config(self, path: str, out_dir: str):
     """The demo's label config (`cfg.labels`) pointed at one checkpoint and the demo's tasks."""
     c = self.cfg.labels.copy_and_resolve_references()
-    c.checkpoint, c.tasks, c.out_dir = path, ",".join(self.task_names), out_dir
+    c.data.checkpoint, c.data.tasks, c.out = path, ",".join(self.task_names), out_dir
+    c.data.limit = self.cfg.data.limit
+    c.data.tokenizer = self.cfg.data.tokenizer if self.external else "char"
     if self.external:
-      c.checkpoint_step = dict((p, s) for s, p in self.external)[path]
+      c.data.checkpoint_step = dict((p, s) for s, p in self.external)[path]
     return c
 
   def load(self, path: str):
@@ -315,7 +333,8 @@ class Demo:
 
   def settings(self) -> dict:
     cfg = self.cfg
-    return {"preset": cfg.preset, "train_checkpoints": self.train_steps, "later_checkpoints": self.later_steps,
+    return {"preset": cfg.preset, "config": cfg.copy_and_resolve_references().to_dict(),
+            "train_checkpoints": self.train_steps, "later_checkpoints": self.later_steps,
             "tasks": self.task_names, "families": list(self.families), "test_frac": cfg.test_frac,
             "val_frac": cfg.val_frac, "labels": cfg.labels.to_dict(),
             "activation_only_families": self.activation_only(), "extract": self.extract_spec.to_dict(),
