@@ -21,6 +21,7 @@ REVISION = flags.DEFINE_string("revision", None, "Source revision to record, e.g
 def main(argv):
   del argv
   common.init_runtime()
+  common.quiet_orbax_logs()
   from models import checkpoint, convert, sharding
   t0 = time.perf_counter()
   with common.user_errors():
@@ -42,4 +43,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=common.flags_parser())

@@ -20,6 +20,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/probes/*.py
 def main(argv):
   del argv
   common.init_runtime()
+  common.quiet_orbax_logs()
   with common.user_errors():
     from probing import jobs
     bars = {}
@@ -33,4 +34,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=common.flags_parser())

@@ -79,8 +79,19 @@ def test_extract_train_predict(run):
 
 def test_bad_config_fails_in_one_line(run):
   c = _config(run, checkpoint=str(run / "ckpts" / "step_000010"), tasks="syn_add,nope")
-  with pytest.raises(KeyError, match="unknown task 'nope'"):
+  with pytest.raises(ValueError, match=r"unknown task 'nope'.*--config.data.tasks"):
     jobs.extract(c)
+  c = _config(run, checkpoint=str(run / "ckpts" / "step_000010"))
+  c.extract.layers = (0, 1, 9)  # the tiny model has 2 blocks: refused before its weights are read
+  with pytest.raises(ValueError, match=r"layers \[9\] do not exist.*--config.extract.layers"):
+    jobs.extract(c)
+  c = _config(run, checkpoint=str(run / "ckpts" / "step_000010"), tokenizer="shipped:gpt-neox-olmo-dolma-v1_5")
+  with pytest.raises(ValueError, match=r"tokenizer .* has 50280 ids, the model .* only 52 embedding rows.*"
+                                       r"--config.data.tokenizer"):
+    jobs.extract(c)
+  c = _config(run, tasks="syn_add,syn_mul")  # a task without features or labels: never all-zero labels
+  with pytest.raises(ValueError, match=r"task 'syn_mul' has no features"):
+    jobs.train(c)
   c = _config(run)
   c.head.hiden = 3
   with pytest.raises(ValueError, match="hiden"):
@@ -126,6 +137,6 @@ def test_demo_reads_steps_from_revision_names(tmp_path):
   with pytest.raises(CheckpointError, match="'stage2-step500' and 'stage2-step0' both have step 1000|"
                                             "'stage2-step0' and 'stage2-step500' both have step 1000"):
     external_checkpoints(cfg)
-  cfg.data.checkpoint_steps = "1,3,2"  # stage2-step500 before stage2-step0
+  cfg.data.checkpoint_steps = "2,3,1"  # given order: stage2-step500 gets a step before stage2-step0
   with pytest.raises(CheckpointError, match="'stage2-step500' .*'stage2-step0' .*contradict"):
     external_checkpoints(cfg)

@@ -53,8 +53,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.pretrain.mesh = c.mesh
   c.pretrain.seed = c.get_ref("seed")
   # Probes train on the labels of the first `train_checkpoint_frac` of checkpoints (>= 3).
-  c.train_checkpoint_frac = 0.4
-  c.min_train_checkpoints = 3
+  c.train_checkpoint_frac = 0.4  # share of checkpoints whose labels train the probes
+  c.min_train_checkpoints = 3  # at least this many probe-training checkpoints
   c.test_frac = 0.3  # held-out questions (hash split), never seen by probes or their selection
   c.val_frac = 0.15  # validation questions for early stopping, from the training checkpoints
 
@@ -81,22 +81,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # simulated `draws` times per cell from the full labels to measure its coverage; predicted
   # pass@k; the drift alarm (probing.demo.audit).
   c.audit = ml_collections.ConfigDict()
-  c.audit.enabled = True
+  c.audit.enabled = True  # audit, pass@k and drift at the later checkpoints
   c.audit.family = "hybrid"  # a probe plus the cheap NLL: the audit's control variate
-  c.audit.questions_per_task = 32
-  c.audit.sizes = (32, 64, 128)
-  c.audit.draws = 200
-
+  c.audit.questions_per_task = 32  # audit size per task in the headline figures
+  c.audit.sizes = (32, 64, 128)  # audit sizes whose interval coverage is measured
+  c.audit.draws = 200  # simulated audits per (checkpoint, task) cell
   c.monitor = ml_collections.ConfigDict()
-  c.monitor.enabled = True
+  c.monitor.enabled = True  # testbed: the in-training monitor during the rest of pretraining
   c.monitor.every = 50  # steps
-  c.monitor.family = "linear"
-
+  c.monitor.family = "linear"  # the probe family the monitor runs
   # Latency on one real task's shapes (the labels there are meaningless; the timing is real).
   c.real_task = ml_collections.ConfigDict()
   c.real_task.enabled = True
-  c.real_task.task = "gsm8k"
-  c.real_task.questions = 32
+  c.real_task.task = "gsm8k"  # the real task whose shapes time the probe
+  c.real_task.questions = 32  # its questions in that timing
   c.real_task.tokenizer = "gpt-neox-olmo-dolma-v1_5"  # a BPE tokenizer shipped with the task data
   c.real_task.num_samples = 8
   c.real_task.max_new_tokens = 0  # 0 = the task's own

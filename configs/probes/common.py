@@ -39,7 +39,7 @@ def base_config(family: str, arg: str | None) -> ml_collections.ConfigDict:
 
   # What the probe is (probing.probes.ProbeConfig).
   c.head = ml_collections.ConfigDict()
-  c.head.family = family
+  c.head.family = family  # 'linear' | 'mlp' | 'attention' | 'submodel' | 'hybrid'
   # Every family gets the same inputs: all extracted layers' last and mean states, concatenated
   # (attention and submodel read token states instead).
   c.head.layers = p["extract_layers"]  # pooled hidden states read by linear/mlp/hybrid (0 = embeddings)
@@ -75,9 +75,8 @@ def base_config(family: str, arg: str | None) -> ml_collections.ConfigDict:
   c.split.val_frac = 0.15  # early-stopping questions, from the training checkpoints
   c.split.earlier_predicts_later = True  # train on early checkpoints, test on later ones
   c.split.train_upto_step = config_dict.placeholder(int)  # default: first 40% of checkpoints
-  c.split.train_checkpoint_frac = 0.4
-  c.split.min_train_checkpoints = 3
-
+  c.split.train_checkpoint_frac = 0.4  # default cutoff: this share of the checkpoints trains
+  c.split.min_train_checkpoints = 3  # and at least this many
   # Evaluation beside the probe (probing.eval.baselines).
   c.eval = ml_collections.ConfigDict()
   c.eval.baselines = True  # priors and gold-answer NLL, and sklearn LR as a reference, on the same split
@@ -86,8 +85,8 @@ def base_config(family: str, arg: str | None) -> ml_collections.ConfigDict:
   # Extraction (probing.features.ExtractSpec): the same for every family, so one extraction
   # serves all five probes and the baselines.
   c.extract = ml_collections.ConfigDict()
-  c.extract.layers = p["extract_layers"]
-  c.extract.pooling = ("last", "mean")
+  c.extract.layers = p["extract_layers"]  # hidden states stored (0 = embeddings, i = after block i)
+  c.extract.pooling = ("last", "mean")  # poolings of the prompt states stored
   c.extract.token_layer = p["mid"]  # token states for attention/submodel probes
   c.extract.token_cap = p["token_cap"]  # last prompt tokens kept as token states
   c.extract.hybrid = True  # gold-answer NLL in the same pass (hybrid probe, NLL baseline)

@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("demo") / "smoke")
-  proc = subprocess.run([sys.executable, "-m", "launch.demo", "--preset=smoke", f"--workdir={workdir}"],
+  proc = subprocess.run([sys.executable, "-m", "launch.demo", "--config=configs/experiments/demo.py:smoke", f"--workdir={workdir}"],
                         cwd=ROOT, capture_output=True, text=True, timeout=1800)
   assert proc.returncode == 0, proc.stderr[-4000:]
   return workdir, proc
