@@ -260,10 +260,11 @@ def user_errors(*types: type[BaseException]):
 class Progress:
   """A periodic log line with count, rate and ETA (no terminal control codes: logs stay clean)."""
 
-  def __init__(self, total: int, what: str, unit: str = "items", every_s: float = 2.0):
+  def __init__(self, total: int, what: str, unit: str = "items", every_s: float = 2.0, start: float | None = None):
     self.total, self.what, self.unit, self.every_s = total, what, unit, every_s
     self.done = 0
-    self.start = self.last = time.perf_counter()
+    self.last = time.perf_counter()
+    self.start = self.last if start is None else start  # when the work began (the rate counts from there)
 
   def update(self, n: int = 1, note: str = "") -> None:
     self.done += n

@@ -9,6 +9,8 @@ in <features>/<checkpoint>/<task>; rerunning after a kill resumes from finished 
 """
 from __future__ import annotations
 
+import time
+
 from absl import app, logging
 from ml_collections import config_flags
 
@@ -23,11 +25,12 @@ def main(argv):
   common.quiet_orbax_logs()
   with common.user_errors():
     from probing import jobs
-    bars = {}
+    bars, last = {}, [time.perf_counter()]
 
     def on_progress(task, i, n):
-      bar = bars.setdefault(task, common.Progress(n, f"extract {task}", "batches"))
+      bar = bars.get(task) or bars.setdefault(task, common.Progress(n, f"extract {task}", "batches", start=last[0]))
       bar.update(1)
+      last[0] = time.perf_counter()
     sets = jobs.extract(common.config_of(_CONFIG), on_progress=on_progress)
   for fs in sets:
     logging.info("%s: %d questions (%s)", fs.meta["task"], len(fs), fs.meta.get("timing"))

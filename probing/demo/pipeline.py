@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from models import io
+from models import io, sharding
 from probing import checkpoints as checkpoints_lib
 from probing import features as features_lib
 from probing import labels as labels_lib
@@ -178,8 +178,15 @@ class Demo:
 
   def load(self, path: str):
     """Our orbax checkpoint or a HF safetensors dir, in the configured dtype."""
-    return checkpoints_lib.open_checkpoint(path, dtype=self.cfg.dtype, tokenizer=self.tokenizer,
+    return checkpoints_lib.open_checkpoint(path, mesh=self.mesh, dtype=self.cfg.dtype, tokenizer=self.tokenizer,
                                            require_step=False).model
+
+  @property
+  def mesh(self):
+    """Real checkpoints are placed on `cfg.mesh` (a 7B needs its devices); the testbed runs unsharded."""
+    if self.external and getattr(self, "_mesh", None) is None:
+      self._mesh = sharding.make_mesh(self.cfg.mesh)
+    return getattr(self, "_mesh", None)
 
   def labels(self) -> list[dict]:
     """Every label record in the work dir (re-read only when a label file has changed)."""
@@ -240,7 +247,7 @@ class Demo:
       task = task_registry.get(task_name)
       features_lib.extract(model, self.tokenizer, self.questions(task_name), self.extract_spec, checkpoint=name,
                            checkpoint_step=step, task=task_name, prompt_format_hash=task.format_hash(),
-                           out_dir=out)
+                           out_dir=out, mesh=self.mesh)
 
   def train_probes(self) -> dict:
     """family -> TrainedProbe, trained on the probe-training checkpoints only."""
