@@ -34,6 +34,7 @@ def main(argv):
     sets = jobs.extract(common.config_of(_CONFIG), on_progress=on_progress)
   for fs in sets:
     logging.info("%s: %d questions (%s)", fs.meta["task"], len(fs), fs.meta.get("timing"))
+    print(f"features {fs.meta['checkpoint']}/{fs.meta['task']}: {len(fs)} questions")
 
 
 if __name__ == "__main__":

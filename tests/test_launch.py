@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from configs import fields
 from launch import common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,29 +23,29 @@ def _launch(*args, timeout=120):
 @pytest.mark.parametrize("spec", sorted(set(LAUNCHERS_WITH_CONFIG.values()) | {
     "configs/experiments/demo.py:smoke", "configs/experiments/label.py:real", "configs/probes/submodel.py:testbed"}))
 def test_every_config_field_has_a_default_and_a_meaning(spec):
-  lines = common.config_help(spec).splitlines()[1:]
+  lines = fields.config_help(spec).splitlines()[1:]
   assert len(lines) >= 10
   assert [line for line in lines if "  # " not in line] == []
 
 
 def test_unknown_fields_name_the_nearest_one():
-  probe, label = common.load_config("configs/probes/linear.py"), common.load_config("configs/experiments/label.py")
-  assert common.unknown_field(probe, "data.checkpoint") is None
-  assert common.unknown_field(probe, "tokenizer") == ("--config.tokenizer: no such config field; did you mean "
+  probe, label = fields.load_config("configs/probes/linear.py"), fields.load_config("configs/experiments/label.py")
+  assert fields.unknown_field(probe, "data.checkpoint") is None
+  assert fields.unknown_field(probe, "tokenizer") == ("--config.tokenizer: no such config field; did you mean "
                                                       "--config.data.tokenizer?")
-  assert "did you mean --config.data.checkpoint?" in common.unknown_field(probe, "data.chekpoint")
-  assert "did you mean --config.data.limit?" in common.unknown_field(label, "limit")
-  assert "did you mean --config.out?" in common.unknown_field(label, "out_dir")
+  assert "did you mean --config.data.checkpoint?" in fields.unknown_field(probe, "data.chekpoint")
+  assert "did you mean --config.data.limit?" in fields.unknown_field(label, "limit")
+  assert "did you mean --config.out?" in fields.unknown_field(label, "out_dir")
   # The same concept has the same key in every launcher.
-  demo = common.load_config("configs/experiments/olmo3_7b.py")
+  demo = fields.load_config("configs/experiments/olmo3_7b.py")
   for key in ("data.tasks", "data.limit", "data.tokenizer", "data.stage_lengths"):
     for config in (probe, label, demo):
-      assert common.unknown_field(config, key) is None, key
-  assert common.unknown_field(probe, "data.checkpoint") is None and common.unknown_field(label, "data.checkpoint") is None
+      assert fields.unknown_field(config, key) is None, key
+  assert fields.unknown_field(probe, "data.checkpoint") is None and fields.unknown_field(label, "data.checkpoint") is None
   with pytest.raises(ValueError, match="no such config file 'configs/nope.py'"):
-    common.load_config("configs/nope.py")
+    fields.load_config("configs/nope.py")
   with pytest.raises(ValueError, match="olmo3_7b.py:smoke: .*has no preset 'smoke'"):
-    common.load_config("configs/experiments/olmo3_7b.py:smoke")
+    fields.load_config("configs/experiments/olmo3_7b.py:smoke")
 
 
 def test_the_given_config_file_is_the_config_that_runs():

@@ -29,6 +29,7 @@ from probing import labels as labels_lib
 from probing import tasks as task_registry
 from probing import tokenizer as tokenizer_lib
 from probing.demo import audit, evaluate
+from probing.demo.inputs import checked_inputs, external_checkpoints
 from probing.demo import report as demo_report
 from probing.monitor import ProbeMonitor
 from probing.probes import Split, build_data, configs_from, load_probe, train_probe
@@ -80,36 +81,6 @@ def fit_layers(fcfg, num_layers: int):
   return fcfg
 
 
-def external_checkpoints(cfg) -> list[tuple[int, str]]:
-  """(step, dir) of `cfg.data.checkpoints` (comma-separated dirs), by step. Steps come from
-  `cfg.data.checkpoint_steps`, or else from each checkpoint (metadata, or an OLMo3 revision name
-  such as `stage2-step2000`, which `probing.checkpoints` maps to a monotone step with
-  `cfg.data.stage_lengths`). Two checkpoints with one step, or steps against their names' order,
-  are an error naming both."""
-  d = cfg.data
-  dirs = [p.strip() for p in (d.checkpoints or "").split(",") if p.strip()]
-  if not dirs:
-    return []
-  missing = [p for p in dirs if not os.path.isdir(p)]
-  if missing:
-    raise FileNotFoundError(f"--config.data.checkpoints: not found: {missing}")
-  try:
-    steps = [int(s) for s in (d.checkpoint_steps or "").split(",") if s.strip()]
-  except ValueError as e:
-    raise ValueError(f"--config.data.checkpoint_steps: {e}") from e
-  if steps and len(steps) != len(dirs):
-    raise ValueError(f"--config.data.checkpoint_steps: {len(steps)} steps for {len(dirs)} checkpoints (give one "
-                     "monotone training step per checkpoint: OLMo3 stage counters restart)")
-  ids = [checkpoints_lib.checkpoint_id(p, step=steps[i] if steps else None, stage_lengths=tuple(d.stage_lengths))
-         for i, p in enumerate(dirs)]
-  unknown = [p for p, (_, s) in zip(dirs, ids) if s is None]
-  if unknown:
-    raise ValueError(f"checkpoints {unknown}: their steps cannot be told from their names; set "
-                     "--config.data.checkpoint_steps (monotone training steps)")
-  checkpoints_lib.check_step_order(ids)
-  return sorted((s, os.path.abspath(p)) for p, (_, s) in zip(dirs, ids))
-
-
 class Demo:
   """Holds the run's settings and paths; the stages are methods."""
 
@@ -127,20 +98,7 @@ class Demo:
     if not self.external:  # testbed prompts are 5-40 characters: pad lengths to 4s, not 64s
       self.extract_spec = dataclasses.replace(self.extract_spec, length_bucket=4, batch_size=256)
     if self.external:  # real checkpoints (e.g. OLMo3 revisions) instead of the testbed run
-      first = self.external[0][1]
-      self.tokenizer = tokenizer_lib.from_spec(cfg.data.tokenizer, first, checkpoints_lib.metadata_of(first))
-      try:
-        self.task_names = task_registry.expand(cfg.data.tasks or "")
-      except KeyError as e:
-        raise ValueError(f"{e.args[0]} (--config.data.tasks)") from e
-      if not self.task_names:
-        raise ValueError("real checkpoints need tasks: set --config.data.tasks")
-      for _, path in self.external:  # every check that needs no weights, before any work
-        ck = checkpoints_lib.inspect_checkpoint(path, tokenizer=self.tokenizer, require_step=False)
-        for f, fcfg in self.families.items():
-          checkpoints_lib.check_layers(ck, list(fcfg.extract.layers) + [fcfg.extract.token_layer or 0],
-                                       flag=f"--config.families.{f}.extract.layers / .token_layer")
-          checkpoints_lib.check_layers(ck, fcfg.head.layers, flag=f"--config.families.{f}.head.layers")
+      self.tokenizer, self.task_names = checked_inputs(cfg, self.external, self.families)
       self.schedule = [s for s, _ in self.external]
     else:
       self.tokenizer = tokenizer_lib.CharTokenizer(ALPHABET)
