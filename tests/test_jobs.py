@@ -70,6 +70,10 @@ def test_extract_train_predict(run):
   c.data.tasks = "syn_mul"  # not trained on: refused before the checkpoint is read
   with pytest.raises(ValueError, match=r"not trained on task\(s\) \['syn_mul'\]"):
     jobs.predict(c)
+  c.data.tasks, c.data.tokenizer = TASKS, "char:0123456789+-= "  # not the probe's tokenizer (card hash)
+  with pytest.raises(ValueError, match=r"trained on features of tokenizer .*--config.data.tokenizer"):
+    jobs.predict(c)
+  c.data.tokenizer = None
   again = _config(run, checkpoint=str(run / "ckpts" / "step_000010"), limit=10)  # another extraction
   with pytest.raises(ValueError, match=r"--config.data.overwrite=True"):
     jobs.extract(again)
