@@ -9,6 +9,8 @@ import time
 
 from absl import flags, logging
 
+from launch.cli import fail, flags_parser, quiet_orbax_logs  # noqa: F401  (every launcher uses them)
+
 COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-process runs: HOST:PORT of process 0 "
                                   "(else $JAX_COORDINATOR_ADDRESS).")
 NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process runs: how many processes "
@@ -95,9 +97,8 @@ def config_of(config_flag):
   """The value of a `config_flags` flag (logged, so a run's log shows the config that ran), or
   one clear line and exit 1 when --config is missing."""
   if config_flag.value is None:
-    print("error: pass --config=<config file>[:<variant>] (e.g. configs/probes/linear.py:testbed)",
-          file=sys.stderr)
-    sys.exit(1)
+    fail("pass --config=<config file>[:<preset>] (e.g. configs/probes/linear.py:testbed); "
+         "--config_help lists a file's fields")
   from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
   logging.info("config %s:\n%s", config_flags.get_config_filename(flags.FLAGS[config_flag.name]), config_flag.value)
   return config_flag.value
@@ -107,17 +108,6 @@ def with_testbed() -> None:
   """Registers the embedded testbed's tasks and alphabet, so its names work on the command line
   (launch scripts may import it; the library core never does)."""
   importlib.import_module("probing.testbed")
-
-
-def quiet_orbax_logs() -> None:
-  """Drops orbax's per-save INFO chatter (it logs through absl) so progress lines stay readable."""
-  import logging as std_logging  # pylint: disable=import-outside-toplevel
-
-  class _Filter(std_logging.Filter):
-    def filter(self, record):
-      return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
-
-  logging.get_absl_handler().addFilter(_Filter())
 
 
 @contextlib.contextmanager
@@ -135,10 +125,11 @@ def user_errors(*types: type[BaseException]):
 class Progress:
   """A periodic log line with count, rate and ETA (no terminal control codes: logs stay clean)."""
 
-  def __init__(self, total: int, what: str, unit: str = "items", every_s: float = 2.0):
+  def __init__(self, total: int, what: str, unit: str = "items", every_s: float = 2.0, start: float | None = None):
     self.total, self.what, self.unit, self.every_s = total, what, unit, every_s
     self.done = 0
-    self.start = self.last = time.perf_counter()
+    self.last = time.perf_counter()
+    self.start = self.last if start is None else start  # when the work began (the rate counts from there)
 
   def update(self, n: int = 1, note: str = "") -> None:
     self.done += n

@@ -22,6 +22,7 @@ def main(argv):
   del argv
   common.init_runtime()
   import jax
+  common.quiet_orbax_logs()
   from models import checkpoint, convert, sharding
   t0 = time.perf_counter()
   if checkpoint.is_checkpoint(OUT.value):  # a rerun after a kill that came once the save was done
@@ -49,4 +50,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=common.flags_parser())

@@ -9,6 +9,8 @@ in <features>/<checkpoint>/<task>; rerunning after a kill resumes from finished 
 """
 from __future__ import annotations
 
+import time
+
 from absl import app, logging
 from ml_collections import config_flags
 
@@ -20,17 +22,20 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/probes/*.py
 def main(argv):
   del argv
   common.init_runtime()
+  common.quiet_orbax_logs()
   with common.user_errors():
     from probing import jobs
-    bars = {}
+    bars, last = {}, [time.perf_counter()]
 
     def on_progress(task, i, n):
-      bar = bars.setdefault(task, common.Progress(n, f"extract {task}", "batches"))
+      bar = bars.get(task) or bars.setdefault(task, common.Progress(n, f"extract {task}", "batches", start=last[0]))
       bar.update(1)
+      last[0] = time.perf_counter()
     sets = jobs.extract(common.config_of(_CONFIG), on_progress=on_progress)
   for fs in sets:
     logging.info("%s: %d questions (%s)", fs.meta["task"], len(fs), fs.meta.get("timing"))
+    print(f"features {fs.meta['checkpoint']}/{fs.meta['task']}: {len(fs)} questions")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=common.flags_parser())

@@ -1,12 +1,13 @@
 """Generative labels: k samples per question -> per-question pass@1 records (JSONL), resumable.
 
   python -m launch.label --config=configs/experiments/label.py \
-      --config.checkpoint=runs/testbed/checkpoints/step_000120 --config.tasks=syn_add,syn_sub \
-      --config.num_samples=8 --config.out_dir=runs/testbed/labels
+      --config.data.checkpoint=runs/testbed/checkpoints/step_000120 --config.data.tasks=syn_add,syn_sub \
+      --config.num_samples=8 --config.out=runs/testbed/labels
 
 Rerun the same command after a kill: finished questions are skipped and the result equals an
-uninterrupted run. Bad input (unknown task, a checkpoint that does not load, invalid sampling
-settings) fails with one line on stderr and exit status 1 before any work starts.
+uninterrupted run. Bad input (unknown task, a checkpoint that does not load, a tokenizer the
+model cannot embed, invalid sampling settings) fails with one line on stderr and exit status 1
+before any work starts. `--config_help` lists every field.
 """
 from __future__ import annotations
 
@@ -33,4 +34,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=common.flags_parser("configs/experiments/label.py"))

@@ -25,13 +25,14 @@ _REPEATS = flags.DEFINE_integer("timing_repeats", 1, "Runs of extract+predict (2
 def main(argv):
   del argv
   common.init_runtime()
+  common.quiet_orbax_logs()
   c = common.config_of(_CONFIG)
   with common.user_errors():
     from probing import jobs
-    summary = jobs.predict(c, timing_repeats=_REPEATS.value)
+    summary = jobs.predict(c, timing_repeats=_REPEATS.value, log=logging.info)
   logging.info("predicted task accuracy: %s", {k: round(v["predicted"], 4) for k, v in summary["task_accuracy"].items()})
   print(json.dumps({"out": c.out, "seconds": summary["seconds"]}))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=common.flags_parser())

@@ -22,10 +22,11 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/probes/*.py
 def main(argv):
   del argv
   common.init_runtime()
+  common.quiet_orbax_logs()
   c = common.config_of(_CONFIG)
   with common.user_errors():
     from probing import jobs
-    result = jobs.train(c)
+    result = jobs.train(c, log=logging.info)
   m = result["metrics"]
   primary = lambda block: block.get("auroc", {}).get("primary", {}).get("mean")  # noqa: E731
   logging.info("%s: test primary AUROC %s (train up to step %s); baselines %s", c.head.family,
@@ -35,4 +36,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=common.flags_parser())

@@ -26,9 +26,10 @@ ONCE = flags.DEFINE_bool("once", False, "Sweep the checkpoints that exist now, t
 POLL = flags.DEFINE_float("poll_seconds", 60.0, "Seconds between looks at the run dir.")
 TASKS = flags.DEFINE_string("tasks", "", "Tasks to predict (patterns allowed); default: every task the probes know.")
 LIMIT = flags.DEFINE_integer("limit", None, "Questions per task (default: all).")
-LABELS = flags.DEFINE_string("labels", "", "Label files or dirs: measured accuracy where a checkpoint has labels.")
-AUDIT = flags.DEFINE_integer("audit_size", 0, "With labels: an audited PPI++ estimate from a random audit "
-                             "of this many questions per task.")
+LABELS = flags.DEFINE_string("labels", "", "Label files or dirs: measured accuracy where every question is "
+                             "labelled; the audited estimate where only a random audit is.")
+AUDIT = flags.DEFINE_integer("audit_size", 0, "With full labels: an audited PPI++ estimate from a random audit "
+                             "of this many questions per task (what an audit would have given).")
 BATCH = flags.DEFINE_integer("batch_size", None, "Extraction batch size (default: the probe card's).")
 TOKENIZER = flags.DEFINE_string("tokenizer", "", "Tokenizer setting (default: each checkpoint's own).")
 MESH = flags.DEFINE_string("mesh", "data=-1", "Mesh axes, e.g. 'data=-1' or 'fsdp=4,tensor=2'.")
@@ -63,4 +64,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=common.flags_parser())

@@ -13,6 +13,7 @@ from typing import Callable
 from models import io, multihost
 from models import sharding as sharding_lib
 from probing import cards, checkpoints, features, interop, tasks
+from probing import tokenizer as tokenizer_lib
 from probing import labels as labels_lib
 from probing.eval import evaluate
 from probing.probes import build_data, configs_from, load_probe, make_split, train_and_evaluate
@@ -29,11 +30,22 @@ def require(c, *fields: str) -> None:
     raise ValueError("set " + ", ".join(f"--config.{f}" for f in missing))
 
 
-def open_data_checkpoint(data, mesh) -> checkpoints.Checkpoint:
-  """The checkpoint named by a config's `data` section (id and step as labels name them)."""
-  return checkpoints.open_checkpoint(data.checkpoint, mesh=mesh, dtype=data.model_dtype,
-                                     tokenizer=data.tokenizer or "", name=data.checkpoint_name,
-                                     step=data.checkpoint_step)
+def inspect_data_checkpoint(data) -> checkpoints.Checkpoint:
+  """The checkpoint named by a config's `data` section (id and step as labels name them), its
+  tokenizer and model config checked, its weights not read yet."""
+  return checkpoints.inspect_checkpoint(data.checkpoint, tokenizer=data.tokenizer or "", name=data.checkpoint_name,
+                                        step=data.checkpoint_step, stage_lengths=tuple(data.stage_lengths))
+
+
+def task_names(c, *, required: bool = True) -> list[str]:
+  """`data.tasks` expanded over the registry; an unknown name is an error naming the flag."""
+  try:
+    names = tasks.expand(c.data.tasks or "")
+  except KeyError as e:
+    raise ValueError(f"{e.args[0]} (--config.data.tasks)") from e
+  if required and not names:
+    raise ValueError("set --config.data.tasks")
+  return names
 
 
 def extract(c, *, on_progress: Callable[[str, int, int], None] | None = None) -> list[features.FeatureSet]:
@@ -41,12 +53,15 @@ def extract(c, *, on_progress: Callable[[str, int, int], None] | None = None) ->
   `data.features/<checkpoint>/<task>`. `on_progress(task, batch, n_batches)` follows each batch."""
   require(c, "data.checkpoint", "data.features", "data.tasks")
   spec = features.spec_from_config(c.extract)
-  names = tasks.expand(c.data.tasks)
+  task_list = [tasks.get(n) for n in task_names(c)]
+  ck = inspect_data_checkpoint(c.data)  # every check before the weights are read
+  checkpoints.check_layers(ck, spec.layers + ((spec.token_layer,) if spec.token_layer is not None else ()),
+                           flag="--config.extract.layers / --config.extract.token_layer")
   mesh = sharding_lib.make_mesh(c.data.mesh)
-  ck = open_data_checkpoint(c.data, mesh)
+  ck = checkpoints.load_weights(ck, mesh=mesh, dtype=c.data.model_dtype)
   out = []
-  for name in names:
-    task = tasks.get(name)
+  for task in task_list:
+    name = task.name
     progress = None if on_progress is None else (lambda i, n, name=name: on_progress(name, i, n))
     out.append(features.extract(
         ck.model, ck.tokenizer, list(task.questions(c.data.limit)), spec, mesh=mesh, checkpoint=ck.name,
@@ -56,7 +71,32 @@ def extract(c, *, on_progress: Callable[[str, int, int], None] | None = None) ->
   return out
 
 
-def train(c) -> dict:
+def check_inputs(sets, labels, names, features_root, labels_path) -> None:
+  """Every requested task has features and labels, and the checkpoints' steps agree with their
+  names; else one error naming what is missing (never a silent all-zero label)."""
+  have_features = {fs.meta["task"] for fs in sets}
+  have_labels = {r["task"] for r in labels}
+  for name in names or sorted(have_features):
+    if name not in have_features:
+      raise ValueError(f"task {name!r} has no features under {features_root} (run launch.extract for it, or "
+                       "drop it from --config.data.tasks)")
+    if name not in have_labels:
+      raise ValueError(f"task {name!r} has no labels in {labels_path} (run launch.label for it, or drop it "
+                       "from --config.data.tasks)")
+  steps = {(fs.meta["checkpoint"], fs.meta["checkpoint_step"]) for fs in sets}
+  checkpoints.check_step_order(steps)
+
+
+def check_tokenizer(card, tokenizer, probe_path) -> None:
+  """The checkpoint's tokenizer is the one the probe's features were made with (card hash)."""
+  want = cards.summary(card)["tokenizer_hash"]
+  got = tokenizer_lib.tokenizer_hash(tokenizer)
+  if isinstance(want, str) and want != got:
+    raise ValueError(f"probe {probe_path} was trained on features of tokenizer {want}, this checkpoint's is "
+                     f"{got} ({tokenizer!r}); set --config.data.tokenizer to the probe's tokenizer")
+
+
+def train(c, *, log: Callable[[str], None] = lambda _: None) -> dict:
   """Trains `head.family` on the features and labels of earlier checkpoints and evaluates it
   (and the baselines) on the held-out questions of later ones.
 
@@ -65,14 +105,19 @@ def train(c) -> dict:
   """
   require(c, "data.features", "data.labels", "out")
   head, train_cfg = configs_from(c)
-  names = tasks.expand(c.data.tasks) if c.data.tasks else None
+  names = task_names(c, required=False) or None
   sets = features.load_feature_sets(c.data.features, tasks=names)
+  labels = labels_lib.read_labels(c.data.labels)
+  check_inputs(sets, labels, names, c.data.features, c.data.labels)
   has_nll = all("nll_mean" in fs.arrays for fs in sets)
-  data = build_data(sets, labels_lib.read_labels(c.data.labels),
-                    **head.data_kwargs(nll=bool(c.eval.baselines and has_nll)))
+  data = build_data(sets, labels, **head.data_kwargs(nll=bool(c.eval.baselines and has_nll)))
   split = make_split(data, **c.split.to_dict())
+  log(f"train {head.family}: {len(sets)} feature sets, {int(split.train.sum())} training rows up to step "
+      f"{split.train_upto_step}, {int(split.test.sum())} test rows; training (one jitted loop) ...")
+  t0 = time.perf_counter()
   result = train_and_evaluate(data, split, head, train_cfg, olmo_source=c.data.checkpoint,
                               with_baselines=c.eval.baselines, sklearn_c=c.eval.sklearn_c)
+  log(f"train {head.family}: trained and evaluated in {time.perf_counter() - t0:.1f}s")
   # Every process trained the same probe on the same data; the probe's orbax save is collective
   # (process 0 writes it), the other files are process 0's.
   if multihost.is_writer():
@@ -84,12 +129,15 @@ def train(c) -> dict:
   return result | {"split": split}
 
 
-def predict(c, *, timing_repeats: int = 1) -> dict:
+def predict(c, *, timing_repeats: int = 1, log: Callable[[str], None] = lambda _: None) -> dict:
   """Predicted pass@1 of `data.tasks`' questions at `data.checkpoint` with the probe at `probe`.
 
   Writes `<out>/predictions.jsonl` and `<out>/summary.json` (task accuracy with intervals, the
   wall time of each stage; with `data.labels`, the measured accuracy and AUROC beside them), and
   with `lm_eval_dir` the same predictions as an lm-eval run (`probing.interop.write_lm_eval`).
+  With `data.audit_labels` (labels of a random audit, `launch.label --config.data.audit=N`), the
+  summary's `audit` holds each audited task's PPI++ accuracy with its 95% interval and the
+  "probe stale: relabel" alarm (`probing.eval.audit.audit_tasks`).
   Tasks and prompt formats the probe's card does not know are refused before the model is read;
   a checkpoint step outside the card's validity window is warned about (and in the summary).
   `timing_repeats` >= 2 adds warm timings (the first run compiles).
@@ -99,32 +147,43 @@ def predict(c, *, timing_repeats: int = 1) -> dict:
   t = time.perf_counter()
   probe = load_probe(c.probe)
   times["load_probe"] = time.perf_counter() - t
-  task_list = [tasks.get(n) for n in tasks.expand(c.data.tasks)]
+  task_list = [tasks.get(n) for n in task_names(c)]
   formats = {tk.name: tk.format_hash() for tk in task_list}
   probe.check_tasks(formats, name=c.probe, formats=formats)  # before the model is read
+  ck = inspect_data_checkpoint(c.data)
+  check_tokenizer(probe.card, ck.tokenizer, c.probe)
+  spec = probe.extract_spec(batch_size=c.extract.batch_size)
+  checkpoints.check_layers(ck, spec.layers + ((spec.token_layer,) if spec.token_layer is not None else ()),
+                           flag="--config.data.checkpoint (this probe reads layers the model lacks)")
   t = time.perf_counter()
   mesh = sharding_lib.make_mesh(c.data.mesh)
-  ck = open_data_checkpoint(c.data, mesh)
+  ck = checkpoints.load_weights(ck, mesh=mesh, dtype=c.data.model_dtype)
   times["load_checkpoint"] = time.perf_counter() - t
   questions = {tk.name: list(tk.questions(c.data.limit)) for tk in task_list}
+  n_q = sum(map(len, questions.values()))
+  log(f"predict: {ck.name} (step {ck.step}) loaded in {times['load_checkpoint']:.1f}s; one prefill pass over "
+      f"{n_q} questions of {len(questions)} task(s) ...")
   labels = None
   if c.data.labels:
     labels = [r for r in labels_lib.read_labels(c.data.labels) if str(r["checkpoint"]) == ck.name]
-  # What the probe reads and how its training features were cut come from its card; only the
-  # batch size is this run's own.
-  spec = probe.extract_spec(batch_size=c.extract.batch_size)
+  # What the probe reads and how its training features were cut come from its card (`spec`
+  # above); only the batch size is this run's own.
   for rep in range(max(1, timing_repeats)):
     suffix = "" if rep == 0 else "_warm"
     pred = probe.predict_model(ck.model, ck.tokenizer, questions, mesh=mesh, spec=spec, checkpoint=ck.name,
                                checkpoint_step=ck.step, labels=labels,
                                prompt_format_hashes=formats)
     times["extract" + suffix], times["predict" + suffix] = pred.seconds["extract"], pred.seconds["predict"]
+    log(f"predict: {n_q}/{n_q} questions in {pred.seconds['extract'] + pred.seconds['predict']:.1f}s "
+        f"({n_q / max(pred.seconds['extract'] + pred.seconds['predict'], 1e-9):.1f} q/s, ETA 0s)")
   summary = {"checkpoint": ck.name, "checkpoint_step": ck.step, "probe": c.probe,
              "family": probe.card["family"], "seconds": times, "task_accuracy": pred.task_accuracy(),
              "n_questions": {name: len(qs) for name, qs in questions.items()},
              "validity_warning": cards.step_warning(probe.card, ck.step, c.probe)}
   if labels is not None:
     summary["metrics"] = evaluate(pred.data, pred.p)
+  if c.data.get("audit_labels"):
+    summary["audit"] = audited(c, pred, ck.name, log)
   if not multihost.is_writer():  # every process holds every prediction; process 0 writes them
     return summary
   io.mkdirs(c.out)
@@ -136,3 +195,18 @@ def predict(c, *, timing_repeats: int = 1) -> dict:
   io.write_jsonl(os.path.join(c.out, "predictions.jsonl"), pred.records())
   io.write_json(os.path.join(c.out, "summary.json"), summary, default=float)
   return summary
+
+
+def audited(c, pred, checkpoint: str, log: Callable[[str], None]) -> dict:
+  """task -> the audited estimate at `checkpoint` from the labels at `data.audit_labels`."""
+  from probing.eval import audit as audit_lib  # pylint: disable=import-outside-toplevel
+  records = [r for r in labels_lib.read_labels(c.data.audit_labels) if str(r["checkpoint"]) == checkpoint]
+  if not records:
+    raise ValueError(f"--config.data.audit_labels={c.data.audit_labels}: no labels of checkpoint {checkpoint!r}")
+  out = audit_lib.audit_tasks(pred.records(), records, stale_tolerance=c.stale_tolerance)
+  for task, a in out.items():
+    lo, hi = a["ppi"]["ci"]
+    log(f"predict: {task}: audited accuracy {a['ppi']['estimate']:.3f} [{lo:.3f}, {hi:.3f}] (PPI++, {a['n']} of "
+        f"{a['N']} questions audited; probe alone {a['probe_only']:.3f})"
+        + ("; probe stale: relabel" if a["alarm"] else ""))
+  return out

@@ -3,7 +3,8 @@
 For one checkpoint and a list of tasks: sample k completions per question (plus optionally a
 greedy one) with `models.sampling`, decode, cut at the task's stop strings, score with
 `task.score_many`, and append one record per (checkpoint, task, question_id) to
-`<out_dir>/<checkpoint>.jsonl`; provenance goes to the sidecar `<checkpoint>.provenance.json`.
+`<out>/<checkpoint>.jsonl`; provenance goes to the sidecar `<checkpoint>.provenance.json`.
+The config is `configs/experiments/label.py`: inputs under `data`, the output dir `out`.
 
 The label file (`<checkpoint>.jsonl`) has one reader, `read_label_file`, behind `read_finished`
 (resuming) and `read_labels` (training).
@@ -40,10 +41,12 @@ from models.version import code_version
 from probing import checkpoints
 from probing import tasks as task_registry
 from probing import tokenizer as tokenizer_lib
+from probing.eval import audit as audit_lib
 
 # Settings that change what a record holds: a resumed run must use the same ones.
 RESULT_KEYS = ("checkpoint", "num_samples", "temperature", "top_p", "max_new_tokens", "seed", "greedy",
                "dtype")
+_CONFIG_KEY = {"dtype": "data.model_dtype"}  # result keys whose config field is named otherwise
 
 
 class LabelError(ValueError):
@@ -64,7 +67,9 @@ class Setup:
 
 
 def setup(config) -> Setup:
-  """Validates settings, tasks, tokenizer and checkpoint (in that order, cheapest first)."""
+  """Validates settings, tasks, tokenizer and checkpoint (in that order, cheapest first; the
+  weights are read last, after every check)."""
+  d = config.data
   try:
     params = sampling.SamplingParams(temperature=float(config.temperature), top_p=float(config.top_p),
                                      num_samples=int(config.num_samples), seed=int(config.seed))
@@ -72,33 +77,34 @@ def setup(config) -> Setup:
     raise LabelError(f"invalid sampling settings: {e}") from e
   if config.max_new_tokens is not None and config.max_new_tokens < 1:
     raise LabelError(f"max_new_tokens must be >= 1, got {config.max_new_tokens}")
-  if config.batch_size < 1 or (config.limit is not None and config.limit < 1):
-    raise LabelError("batch_size and limit must be >= 1")
+  if config.batch_size < 1 or (d.limit is not None and d.limit < 1):
+    raise LabelError("batch_size and data.limit must be >= 1")
   if config.sampler not in ("static", "continuous"):
     raise LabelError(f"sampler must be 'static' or 'continuous', got {config.sampler!r}")
   if not (config.kv_cache_gib > 0 and config.max_slots >= 1):
     raise LabelError(f"kv_cache_gib must be > 0 and max_slots >= 1, got {config.kv_cache_gib}, {config.max_slots}")
   try:
-    names = task_registry.expand(config.tasks)
+    names = task_registry.expand(d.tasks or "")
   except KeyError as e:
-    raise LabelError(str(e.args[0])) from e
+    raise LabelError(f"{e.args[0]} (--config.data.tasks)") from e
   if not names:
-    raise LabelError("no tasks given (set --config.tasks=name1,name2)")
+    raise LabelError("no tasks given (set --config.data.tasks=name1,name2)")
   tasks = [task_registry.get(name) for name in names]
   try:
     # Several processes always share the work over a mesh of all devices (one process alone
     # would otherwise decode everything on its first device).
-    mesh = sharding_lib.make_mesh(config.mesh) if config.mesh or jax.process_count() > 1 else None
+    mesh = sharding_lib.make_mesh(d.mesh) if d.mesh or jax.process_count() > 1 else None
   except ValueError as e:
-    raise LabelError(f"mesh: {e}") from e
+    raise LabelError(f"--config.data.mesh: {e}") from e
   try:
-    as_dtype(config.dtype)
+    as_dtype(d.model_dtype)
   except (ValueError, TypeError) as e:
-    raise LabelError(f"dtype: {e}") from e
+    raise LabelError(f"--config.data.model_dtype: {e}") from e
   try:
-    ck = checkpoints.open_checkpoint(config.checkpoint or "", mesh=mesh, dtype=config.dtype,
-                                     tokenizer=config.tokenizer, name=config.checkpoint_id,
-                                     step=config.checkpoint_step, require_step=False)
+    ck = checkpoints.inspect_checkpoint(d.checkpoint or "", tokenizer=d.tokenizer, name=d.checkpoint_name,
+                                        step=d.checkpoint_step, require_step=False,
+                                        stage_lengths=tuple(d.stage_lengths))
+    ck = checkpoints.load_weights(ck, mesh=mesh, dtype=d.model_dtype)
   except (checkpoints.CheckpointError, tokenizer_lib.TokenizerError) as e:
     raise LabelError(str(e)) from e
   return Setup(config, ck.model, ck.tokenizer, tasks, ck.name, ck.step, mesh, params)
@@ -177,6 +183,12 @@ def read_labels(paths: str | os.PathLike | Sequence[str]) -> list[dict]:
   return out
 
 
+def _get(config, dotted: str):
+  for part in dotted.split("."):
+    config = config[part]
+  return config
+
+
 def _write_provenance(path: str, s: Setup, has_records: bool) -> None:
   """Writes (or checks and extends) the sidecar; a resumed run must not change RESULT_KEYS.
 
@@ -184,7 +196,7 @@ def _write_provenance(path: str, s: Setup, has_records: bool) -> None:
   describes nothing and is replaced, so a corrected rerun is not refused.
   """
   c = s.config
-  result = {k: (s.checkpoint if k == "checkpoint" else c[k]) for k in RESULT_KEYS}
+  result = {k: (s.checkpoint if k == "checkpoint" else _get(c, _CONFIG_KEY.get(k, k))) for k in RESULT_KEYS}
   prov = {"result_settings": result, "tokenizer_hash": tokenizer_lib.tokenizer_hash(s.tokenizer),
           "tokenizer": repr(s.tokenizer), "code_version": code_version(), "checkpoint": s.checkpoint,
           "checkpoint_step": s.checkpoint_step, "tasks": {}, "config": json.loads(c.to_json())}
@@ -194,13 +206,13 @@ def _write_provenance(path: str, s: Setup, has_records: bool) -> None:
     for key in ("result_settings", "tokenizer_hash"):
       if old.get(key) != prov[key]:
         raise LabelError(f"{path}: existing labels were made with {key}={old.get(key)}, this run has "
-                         f"{prov[key]}; use another out_dir")
+                         f"{prov[key]}; use another --config.out, or --config.data.overwrite=True to replace them")
     prov["tasks"] = dict(old.get("tasks", {}))
     prov["code_versions"] = sorted(set(old.get("code_versions", [old.get("code_version")])) | {code_version()})
   for t in s.tasks:
     if prov["tasks"].get(t.name, t.format_hash()) != t.format_hash():
       raise LabelError(f"{path}: task {t.name} had prompt format {prov['tasks'][t.name]}, now "
-                       f"{t.format_hash()}; use another out_dir")
+                       f"{t.format_hash()}; use another --config.out, or --config.data.overwrite=True")
     prov["tasks"][t.name] = t.format_hash()
   io.write_json(path, prov, indent=2, sort_keys=True)
 
@@ -324,19 +336,32 @@ def run(config, *, log: Callable[[str], None] = print) -> dict:
   process 0 alone reads what is already done (and tells the others) and writes the files.
   """
   s = setup(config)
-  stem = os.path.join(config.out_dir, re.sub(r"[^\w.+-]", "_", s.checkpoint))
+  if not config.out:
+    raise LabelError("set --config.out (the labels directory)")
+  stem = os.path.join(config.out, re.sub(r"[^\w.+-]", "_", s.checkpoint))
   out_path, prov_path = stem + ".jsonl", stem + ".provenance.json"
 
   def prepare():
-    os.makedirs(config.out_dir, exist_ok=True)
+    os.makedirs(config.out, exist_ok=True)
     done = read_finished(out_path)
-    _write_provenance(prov_path, s, has_records=bool(done))
+    try:
+      _write_provenance(prov_path, s, has_records=bool(done))
+    except LabelError:
+      if not config.data.overwrite:
+        raise
+      log(f"labels: replacing {len(done)} records made with other settings (data.overwrite)")
+      os.remove(out_path)
+      done = {}
+      _write_provenance(prov_path, s, has_records=False)
     return sorted(done)
 
   finished = {tuple(k) for k in multihost.from_process_zero(prepare)}
   plan = []
   for task in s.tasks:
-    qs = list(task.questions(config.limit))
+    qs = list(task.questions(config.data.limit))
+    if config.data.get("audit"):  # a uniform random audit: what PPI++ and the stale alarm need
+      keep = set(audit_lib.audit_questions([q.id for q in qs], config.data.audit, seed=config.seed, task=task.name))
+      qs = [q for q in qs if q.id in keep]
     missing = lambda q, t=task: (s.checkpoint, t.name, q.id) not in finished
     if config.sampler == "static":  # whole batches of the ordered list: a rerun runs the same programs
       batches = [qs[i:i + config.batch_size] for i in range(0, len(qs), config.batch_size)]

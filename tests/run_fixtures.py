@@ -69,12 +69,12 @@ def testbed_probe(testbed_run, tmp_path_factory):
 
 
 def demo_smoke_cmd(workdir):
-  return [sys.executable, "-m", "launch.demo", "--preset=smoke", f"--workdir={workdir}"]
+  return [sys.executable, "-m", "launch.demo", "--config=configs/experiments/demo.py:smoke", f"--workdir={workdir}"]
 
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-  """(workdir, completed process) of one uninterrupted smoke demo (`launch.demo --preset=smoke`)."""
+  """(workdir, completed process) of one uninterrupted smoke demo (`launch.demo --config=configs/experiments/demo.py:smoke`)."""
   workdir = str(tmp_path_factory.mktemp("demo") / "smoke")
   proc = subprocess.run(demo_smoke_cmd(workdir), cwd=ROOT, capture_output=True, text=True, timeout=1800)
   assert proc.returncode == 0, proc.stderr[-4000:]

@@ -67,9 +67,26 @@ def test_extract_train_predict(run):
   assert summary["n_questions"] == {"syn_add": 20, "syn_sub": 20} and "metrics" in summary
   with open(run / "predict" / "predictions.jsonl") as f:
     assert len(f.readlines()) == 40
+  # Labels of a random audit (as `launch.label --config.data.audit=8` writes them): the audited estimate.
+  from probing.eval import audit
+  from probing.labels import read_labels
+  labs = [r for r in read_labels(c.data.labels) if r["checkpoint"] == "step_000040" and r["task"] == "syn_add"]
+  keep = set(audit.audit_questions([r["question_id"] for r in labs], 8, seed=0, task="syn_add"))
+  os.makedirs(run / "audit")
+  with open(run / "audit" / "step_000040.jsonl", "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in labs if r["question_id"] in keep)
+  c.data.audit_labels = str(run / "audit")
+  a = jobs.predict(c)["audit"]
+  assert list(a) == ["syn_add"] and (a["syn_add"]["n"], a["syn_add"]["N"]) == (8, 20)
+  assert a["syn_add"]["ppi"]["ci"][0] <= a["syn_add"]["ppi"]["estimate"] <= a["syn_add"]["ppi"]["ci"][1]
+  c.data.audit_labels = None
   c.data.tasks = "syn_mul"  # not trained on: refused before the checkpoint is read
   with pytest.raises(ValueError, match=r"not trained on task\(s\) \['syn_mul'\]"):
     jobs.predict(c)
+  c.data.tasks, c.data.tokenizer = TASKS, "char:0123456789+-= "  # not the probe's tokenizer (card hash)
+  with pytest.raises(ValueError, match=r"trained on features of tokenizer .*--config.data.tokenizer"):
+    jobs.predict(c)
+  c.data.tokenizer = None
   again = _config(run, checkpoint=str(run / "ckpts" / "step_000010"), limit=10)  # another extraction
   with pytest.raises(ValueError, match=r"--config.data.overwrite=True"):
     jobs.extract(again)
@@ -79,8 +96,19 @@ def test_extract_train_predict(run):
 
 def test_bad_config_fails_in_one_line(run):
   c = _config(run, checkpoint=str(run / "ckpts" / "step_000010"), tasks="syn_add,nope")
-  with pytest.raises(KeyError, match="unknown task 'nope'"):
+  with pytest.raises(ValueError, match=r"unknown task 'nope'.*--config.data.tasks"):
     jobs.extract(c)
+  c = _config(run, checkpoint=str(run / "ckpts" / "step_000010"))
+  c.extract.layers = (0, 1, 9)  # the tiny model has 2 blocks: refused before its weights are read
+  with pytest.raises(ValueError, match=r"layers \[9\] do not exist.*--config.extract.layers"):
+    jobs.extract(c)
+  c = _config(run, checkpoint=str(run / "ckpts" / "step_000010"), tokenizer="shipped:gpt-neox-olmo-dolma-v1_5")
+  with pytest.raises(ValueError, match=r"tokenizer .* has 50280 ids, the model .* only 52 embedding rows.*"
+                                       r"--config.data.tokenizer"):
+    jobs.extract(c)
+  c = _config(run, tasks="syn_add,syn_mul")  # a task without features or labels: never all-zero labels
+  with pytest.raises(ValueError, match=r"task 'syn_mul' has no features"):
+    jobs.train(c)
   c = _config(run)
   c.head.hiden = 3
   with pytest.raises(ValueError, match="hiden"):
@@ -108,15 +136,24 @@ def test_steps_from_olmo3_revision_names():
 
 
 def test_demo_reads_steps_from_revision_names(tmp_path):
-  from ml_collections import ConfigDict
-
+  """Monotone steps from the names, in step order whatever the given order; one step for two
+  checkpoints, or steps against their names' order, is an error naming both."""
+  from configs.experiments import olmo3_7b
+  from probing.checkpoints import CheckpointError
   from probing.demo.pipeline import external_checkpoints
   dirs = [tmp_path / n for n in ("stage1-step1000", "stage2-step0", "stage2-step500")]
   for d in dirs:
     d.mkdir()
     (d / "config.json").write_text("{}")
-  cfg = ConfigDict({"checkpoints": ",".join(map(str, dirs)), "checkpoint_steps": ""})
-  assert [s for s, _ in external_checkpoints(cfg)] == [1000, 1_413_814, 1_414_314]
-  cfg.checkpoints = ",".join(map(str, dirs[::-1]))
-  with pytest.raises(ValueError, match="stage2-step500 has step 1414314, .*stage2-step0 has step 1413814"):
+  cfg = olmo3_7b.get_config()
+  cfg.data.checkpoints = ",".join(map(str, dirs[::-1]))
+  assert external_checkpoints(cfg) == [(1000, str(dirs[0])), (1_413_814, str(dirs[1])), (1_414_314, str(dirs[2]))]
+  cfg.data.stage_lengths = (2000,)  # another run's stage lengths
+  assert [s for s, _ in external_checkpoints(cfg)] == [1000, 2000, 2500]
+  cfg.data.checkpoint_steps = "1000,1000,2000"
+  with pytest.raises(CheckpointError, match="'stage2-step500' and 'stage2-step0' both have step 1000|"
+                                            "'stage2-step0' and 'stage2-step500' both have step 1000"):
+    external_checkpoints(cfg)
+  cfg.data.checkpoint_steps = "2,3,1"  # given order: stage2-step500 gets a step before stage2-step0
+  with pytest.raises(CheckpointError, match="'stage2-step500' .*'stage2-step0' .*contradict"):
     external_checkpoints(cfg)

@@ -16,6 +16,7 @@ import hf_reference
 from configs.experiments import label as label_config
 from models import checkpoint, olmo3
 from probing import labels
+from probing.eval import audit
 from probing.testbed import skills as synthetic
 from probing.tasks.olmo_eval import shipped_tokenizer_path
 from probing.tokenizer import CharTokenizer, HFTokenizer
@@ -39,15 +40,22 @@ def ckpt(tmp_path_factory):
   return path
 
 
+DATA_KEYS = ("checkpoint", "tasks", "limit", "tokenizer", "checkpoint_name", "checkpoint_step", "overwrite", "audit")
+
+
 def _config(ckpt, out_dir, **kw):
   c = label_config.get_config()
-  c.update(dict(checkpoint=ckpt, tasks=TASKS, limit=12, batch_size=4, num_samples=4, out_dir=str(out_dir)))
-  c.update(kw)
+  c.data.update(dict(checkpoint=ckpt, tasks=TASKS, limit=12))
+  c.update(dict(batch_size=4, num_samples=4, out=str(out_dir)))
+  c.data.update({k: v for k, v in kw.items() if k in DATA_KEYS})
+  c.update({k: v for k, v in kw.items() if k not in DATA_KEYS})
   return c
 
 
 def _flags(c):
-  return [f"--config.{k}={v}" for k, v in c.items() if v is not None and v != ""]
+  flat = {f"data.{k}": v for k, v in c.data.items()} | {k: v for k, v in c.items() if k != "data"}
+  return [f"--config.{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in flat.items()
+          if v is not None and v != ""]
 
 
 def _without_timings(records):
@@ -59,6 +67,13 @@ def test_killed_run_resumes_to_the_uninterrupted_result(ckpt, tmp_path):
   want = labels.read_label_file(full["out"])
   assert len(want) == 24 and {r["k"] for r in want} == {4}
   assert all(r["pass1"] == r["c"] / 4 and r["greedy"] in (0, 1) and r["checkpoint_step"] == 10 for r in want)
+  # A random audit (data.audit) labels the drawn questions only, exactly as the full run labels them.
+  audited = labels.read_label_file(labels.run(_config(ckpt, tmp_path / "audit", audit=5), log=lambda _: None)["out"])
+  for task in TASKS.split(","):
+    ids = audit.audit_questions([r["question_id"] for r in want if r["task"] == task], 5, seed=0, task=task)
+    assert sorted(r["question_id"] for r in audited if r["task"] == task) == sorted(ids)
+  assert _without_timings(audited) == _without_timings(
+      [r for r in want if (r["task"], r["question_id"]) in {(a["task"], a["question_id"]) for a in audited}])
 
   cfg = _config(ckpt, tmp_path / "resumed")
   out = tmp_path / "resumed" / "step_000010.jsonl"
@@ -86,8 +101,11 @@ def test_killed_run_resumes_to_the_uninterrupted_result(ckpt, tmp_path):
   prov = json.load(open(resumed["provenance"]))
   assert set(prov["tasks"]) == set(TASKS.split(",")) and prov["tokenizer_hash"] and prov["code_version"]
 
-  with pytest.raises(labels.LabelError, match="seed"):
+  with pytest.raises(labels.LabelError, match="seed.*--config.data.overwrite=True"):
     labels.run(_config(ckpt, tmp_path / "resumed", seed=1), log=lambda _: None)
+  replaced = labels.run(_config(ckpt, tmp_path / "resumed", seed=1, overwrite=True), log=lambda _: None)
+  assert replaced["new_records"] == replaced["records"] == 24  # the seed-0 labels are gone, not mixed in
+  assert json.load(open(replaced["provenance"]))["result_settings"]["seed"] == 1
 
 
 @pytest.mark.parametrize("kw, match", [

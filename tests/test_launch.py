@@ -1,19 +1,83 @@
-"""Launch-script plumbing that needs no model: the demo's --preset shorthand."""
+"""Launch-script plumbing: config files as given, discoverable fields, one-line user errors."""
+import os
+import subprocess
+import sys
+
 import pytest
 
-from launch import demo
+from configs import fields
+from launch import common
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAUNCHERS_WITH_CONFIG = {"label": "configs/experiments/label.py", "extract": "configs/probes/linear.py",
+                         "train_probes": "configs/probes/hybrid.py", "predict": "configs/probes/mlp.py",
+                         "demo": "configs/experiments/olmo3_7b.py", "pretrain": "configs/experiments/testbed.py"}
 
 
-def test_preset_is_shorthand_for_the_config_variant():
-  smoke = "--config=configs/experiments/demo.py:smoke"
-  assert demo.preset_as_config(["demo", "--preset=smoke", "--workdir=w"]) == ["demo", smoke, "--workdir=w"]
-  assert demo.preset_as_config(["demo", "--preset", "smoke", "--config.seed=1"]) == ["demo", smoke, "--config.seed=1"]
-  assert demo.preset_as_config(["demo", "--preset=default"]) == ["demo", "--config=configs/experiments/demo.py"]
-  assert demo.preset_as_config(["demo", "--workdir=w"]) == ["demo", "--workdir=w"]
-  with pytest.raises(SystemExit, match="either --preset or --config"):
-    demo.preset_as_config(["demo", "--preset=smoke", "--config=configs/experiments/olmo3_7b.py"])
-  with pytest.raises(SystemExit, match="expected 'default' or 'smoke'"):
-    demo.preset_as_config(["demo", "--preset=big"])
+def _launch(*args, timeout=120):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, env=env,
+                        timeout=timeout)
+
+
+@pytest.mark.parametrize("spec", sorted(set(LAUNCHERS_WITH_CONFIG.values()) | {
+    "configs/experiments/demo.py:smoke", "configs/experiments/label.py:real", "configs/probes/submodel.py:testbed"}))
+def test_every_config_field_has_a_default_and_a_meaning(spec):
+  lines = fields.config_help(spec).splitlines()[1:]
+  assert len(lines) >= 10
+  assert [line for line in lines if "  # " not in line] == []
+
+
+def test_unknown_fields_name_the_nearest_one():
+  probe, label = fields.load_config("configs/probes/linear.py"), fields.load_config("configs/experiments/label.py")
+  assert fields.unknown_field(probe, "data.checkpoint") is None
+  assert fields.unknown_field(probe, "tokenizer") == ("--config.tokenizer: no such config field; did you mean "
+                                                      "--config.data.tokenizer?")
+  assert "did you mean --config.data.checkpoint?" in fields.unknown_field(probe, "data.chekpoint")
+  assert "did you mean --config.data.limit?" in fields.unknown_field(label, "limit")
+  assert "did you mean --config.out?" in fields.unknown_field(label, "out_dir")
+  # The same concept has the same key in every launcher.
+  demo = fields.load_config("configs/experiments/olmo3_7b.py")
+  for key in ("data.tasks", "data.limit", "data.tokenizer", "data.stage_lengths"):
+    for config in (probe, label, demo):
+      assert fields.unknown_field(config, key) is None, key
+  assert fields.unknown_field(probe, "data.checkpoint") is None and fields.unknown_field(label, "data.checkpoint") is None
+  with pytest.raises(ValueError, match="no such config file 'configs/nope.py'"):
+    fields.load_config("configs/nope.py")
+  with pytest.raises(ValueError, match="olmo3_7b.py:smoke: .*has no preset 'smoke'"):
+    fields.load_config("configs/experiments/olmo3_7b.py:smoke")
+
+
+def test_the_given_config_file_is_the_config_that_runs():
+  """The 7B experiment is not silently the testbed's: its dtype, mesh, tasks, probe preset and k."""
+  from absl import flags
+  from launch import demo
+  parse = common.flags_parser(demo.DEFAULT_CONFIG)
+  saved = sys.argv
+  argv = ["demo", "--config=configs/experiments/olmo3_7b.py", "--config.labels.num_samples=4"]
+  try:
+    sys.argv = argv  # config_flags reads overrides from sys.argv
+    parse(argv)
+    c = demo.CONFIG.value
+  finally:
+    sys.argv = saved
+    flags.FLAGS.unparse_flags()
+  assert (c.preset, c.dtype, c.mesh, c.labels.num_samples) == ("olmo3_7b", "bfloat16", "fsdp=-1", 4)
+  assert c.data.tasks.startswith("gsm8k,") and c.families.linear.extract.layers == (8, 12, 16, 20, 24, 28, 32)
+
+
+def test_user_errors_are_one_line_and_help_lists_fields(tmp_path):
+  proc = _launch("launch.extract", "--config=configs/probes/linear.py", "--config.tokenizer=t.json",
+                 f"--config.data.features={tmp_path}")
+  assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+      "error: --config.tokenizer: no such config field; did you mean --config.data.tokenizer?"]
+  assert not os.listdir(tmp_path)
+  proc = _launch("launch.train_probes", "--help")
+  assert proc.returncode == 0 and "--config_help" in proc.stdout
+  assert "data.labels = None  # label JSONL file(s)" not in proc.stdout  # no --config given: no fields
+  proc = _launch("launch.label", "--config_help")
+  assert proc.returncode == 0
+  assert "  data.checkpoint = None  # our orbax checkpoint dir (launch.convert) or a HF dir" in proc.stdout
 
 
 def test_two_real_processes_initialize_from_flags():

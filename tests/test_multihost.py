@@ -33,8 +33,8 @@ TOL = 1e-5
 # One small function per launcher: its command line (the in-process reference uses the same values).
 
 def label_values(ckpt, out):
-  return {"checkpoint": ckpt, "tasks": TASKS, "out_dir": out, "limit": LIMIT, "num_samples": 4,
-          "max_new_tokens": 6, "tokenizer": "char", "mesh": "data=-1", "kv_cache_gib": 0.05}
+  return {"data.checkpoint": ckpt, "data.tasks": TASKS, "out": out, "data.limit": LIMIT, "num_samples": 4,
+          "max_new_tokens": 6, "data.tokenizer": "char", "data.mesh": "data=-1", "kv_cache_gib": 0.05}
 
 
 def label_command(ckpt, out):

@@ -189,12 +189,13 @@ def test_watch(tmp_path, testbed_run, testbed_probe):
       assert a[f] == pytest.approx(b[f], abs=1e-6)
 
 
-LABEL_SETTINGS = dict(tasks=",".join(TASKS), limit=4, num_samples=2, batch_size=2, max_new_tokens=12)
+LABEL_SETTINGS = {"data.tasks": ",".join(TASKS), "data.limit": 4, "num_samples": 2, "batch_size": 2,
+                  "max_new_tokens": 12}
 
 
 def label_cmd(checkpoint, out):
   return [sys.executable, "-m", "launch.label", "--config=configs/experiments/label.py",
-          f"--config.checkpoint={checkpoint}", f"--config.out_dir={out}",
+          f"--config.data.checkpoint={checkpoint}", f"--config.out={out}",
           *[f"--config.{k}={v}" for k, v in LABEL_SETTINGS.items()]]
 
 
@@ -203,7 +204,10 @@ def test_label(tmp_path, testbed_run):
   from probing import labels
   _, path = testbed_run["checkpoints"][-1]
   c = label.get_config()
-  c.update(dict(checkpoint=path, out_dir=str(tmp_path / "ref"), **LABEL_SETTINGS))
+  c.data.checkpoint, c.out = path, str(tmp_path / "ref")
+  for k, v in LABEL_SETTINGS.items():
+    section, _, field = k.rpartition(".")
+    (c[section] if section else c)[field] = v
   labels.run(c, log=lambda _: None)
   out = tmp_path / "labels"
 

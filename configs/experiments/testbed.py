@@ -22,46 +22,41 @@ WINDOWS = {"path": (0.3, 1.0), "change": (0.3, 1.0), "inc": (0.0, 0.6)}
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.mesh = "data=-1"
-  c.log_every = 50
-
+  c.seed = 0  # data order and init
+  c.mesh = "data=-1"  # device mesh
+  c.log_every = 50  # steps between loss log lines
   c.model = ml_collections.ConfigDict()
-  c.model.hidden_size = 64
-  c.model.intermediate_size = 192
-  c.model.num_layers = 4
-  c.model.num_heads = 4
-  c.model.num_kv_heads = 2
+  c.model.hidden_size = 64  # model width
+  c.model.intermediate_size = 192  # MLP width
+  c.model.num_layers = 4  # transformer blocks
+  c.model.num_heads = 4  # attention heads
+  c.model.num_kv_heads = 2  # key/value heads (grouped-query attention)
   c.model.full_every = 2  # layers 2, 4, ... attend fully; the rest use the sliding window
   c.model.sliding_window = 32  # traces must reach back to the operands
-  c.model.rope_theta = 10000.0
+  c.model.rope_theta = 10000.0  # RoPE base
   c.model.max_position_embeddings = 128  # >= data.seq_len
-  c.model.init_std = 0.02
-  c.model.vocab_pad_multiple = 8
-
+  c.model.init_std = 0.02  # init scale of the weights
+  c.model.vocab_pad_multiple = 8  # embedding rows padded to a multiple of this
   c.data = ml_collections.ConfigDict()
-  c.data.skills = SKILLS
+  c.data.skills = SKILLS  # the synthetic skills in the mixture
   c.data.skill_weights = tuple(WEIGHTS[s] for s in SKILLS)  # aligned with skills; () = uniform
-  c.data.skill_windows = tuple(WINDOWS.get(s, (0.0, 1.0)) for s in SKILLS)
-  c.data.seq_len = 128
-
+  c.data.skill_windows = tuple(WINDOWS.get(s, (0.0, 1.0)) for s in SKILLS)  # (start, stop) of each skill's data
+  c.data.seq_len = 128  # packed sequence length
   c.train = ml_collections.ConfigDict()
-  c.train.steps = 800
-  c.train.batch_size = 48
-  c.train.lr = 3e-3
-  c.train.warmup_steps = 50
-  c.train.final_lr_fraction = 0.1
-  c.train.b1 = 0.9
-  c.train.b2 = 0.98
-  c.train.weight_decay = 0.1
-  c.train.clip_norm = 1.0
-
+  c.train.steps = 800  # optimizer steps
+  c.train.batch_size = 48  # sequences per step
+  c.train.lr = 3e-3  # peak learning rate
+  c.train.warmup_steps = 50  # linear warmup steps
+  c.train.final_lr_fraction = 0.1  # cosine decay ends at this share of the peak
+  c.train.b1 = 0.9  # adamw beta1
+  c.train.b2 = 0.98  # adamw beta2
+  c.train.weight_decay = 0.1  # adamw weight decay
+  c.train.clip_norm = 1.0  # global gradient-norm clip
   c.checkpoint = ml_collections.ConfigDict()
-  c.checkpoint.num = 10
+  c.checkpoint.num = 10  # in-training checkpoints saved
   c.checkpoint.spacing = "linear"  # or "log"
   c.checkpoint.first = 0  # first step of "log" spacing; 0 = total / (4 * num)
-  c.checkpoint.keep_train_states = 2
-
+  c.checkpoint.keep_train_states = 2  # optimizer states kept for resuming
   if arg == "smoke":
     c.model.hidden_size = 32
     c.model.intermediate_size = 64

@@ -6,6 +6,10 @@ Presets (`get_config(arg)` of every family file): '7b' (default; OLMo3-7B, 32 la
 import ml_collections
 from ml_collections import config_dict
 
+# OLMo3-7B's stage lengths (probing.checkpoints.OLMO3_7B_STAGE_LENGTHS): 'stage2-stepN' is step
+# 1,413,814 + N. Other runs set `data.stage_lengths`.
+OLMO3_7B_STAGE_LENGTHS = (1_413_814, 47_684)
+
 PRESETS = {
     "7b": dict(extract_layers=(8, 12, 16, 20, 24, 28, 32), mid=16, token_cap=64, batch_size=8,
                max_prompt_tokens=2048, max_reference_tokens=512, store_dtype="float16",
@@ -35,7 +39,7 @@ def base_config(family: str, arg: str | None) -> ml_collections.ConfigDict:
 
   # What the probe is (probing.probes.ProbeConfig).
   c.head = ml_collections.ConfigDict()
-  c.head.family = family
+  c.head.family = family  # 'linear' | 'mlp' | 'attention' | 'submodel' | 'hybrid'
   # Every family gets the same inputs: all extracted layers' last and mean states, concatenated
   # (attention and submodel read token states instead).
   c.head.layers = p["extract_layers"]  # pooled hidden states read by linear/mlp/hybrid (0 = embeddings)
@@ -72,9 +76,8 @@ def base_config(family: str, arg: str | None) -> ml_collections.ConfigDict:
   c.split.val_frac = 0.15  # early-stopping questions, from the training checkpoints
   c.split.earlier_predicts_later = True  # train on early checkpoints, test on later ones
   c.split.train_upto_step = config_dict.placeholder(int)  # default: first 40% of checkpoints
-  c.split.train_checkpoint_frac = 0.4
-  c.split.min_train_checkpoints = 3
-
+  c.split.train_checkpoint_frac = 0.4  # default cutoff: this share of the checkpoints trains
+  c.split.min_train_checkpoints = 3  # and at least this many
   # Evaluation beside the probe (probing.eval.baselines).
   c.eval = ml_collections.ConfigDict()
   c.eval.baselines = True  # priors and gold-answer NLL, and sklearn LR as a reference, on the same split
@@ -83,8 +86,8 @@ def base_config(family: str, arg: str | None) -> ml_collections.ConfigDict:
   # Extraction (probing.features.ExtractSpec): the same for every family, so one extraction
   # serves all five probes and the baselines.
   c.extract = ml_collections.ConfigDict()
-  c.extract.layers = p["extract_layers"]
-  c.extract.pooling = ("last", "mean")
+  c.extract.layers = p["extract_layers"]  # hidden states stored (0 = embeddings, i = after block i)
+  c.extract.pooling = ("last", "mean")  # poolings of the prompt states stored
   c.extract.token_layer = p["mid"]  # token states for attention/submodel probes
   c.extract.token_cap = p["token_cap"]  # last prompt tokens kept as token states
   c.extract.hybrid = True  # gold-answer NLL in the same pass (hybrid probe, NLL baseline)
@@ -98,20 +101,23 @@ def base_config(family: str, arg: str | None) -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.features = config_dict.placeholder(str)  # root of the feature stores
   c.data.labels = config_dict.placeholder(str)  # label JSONL file(s), comma-separated, or a dir
+  c.data.audit_labels = config_dict.placeholder(str)  # predict: labels of a random audit -> audited accuracy
   c.data.tasks = config_dict.placeholder(str)  # comma-separated, * patterns; default: all found
   c.data.limit = config_dict.placeholder(int)  # questions per task (extraction)
   c.data.checkpoint = config_dict.placeholder(str)  # HF dir or orbax checkpoint (extract, predict, submodel)
   c.data.checkpoint_name = config_dict.placeholder(str)  # default: from metadata or the dir name
-  c.data.checkpoint_step = config_dict.placeholder(int)  # default: from metadata or '...step<N>'
+  c.data.checkpoint_step = config_dict.placeholder(int)  # monotone step; default: from metadata or the name
+  c.data.stage_lengths = OLMO3_7B_STAGE_LENGTHS  # steps of each stage, for 'stageK-stepN' names
   c.data.tokenizer = config_dict.placeholder(str)  # '' = the checkpoint's; char[:abc], shipped:<name>, a path
-  c.data.mesh = "data=-1"
-  c.data.model_dtype = p["model_dtype"]
+  c.data.mesh = "data=-1"  # device mesh, e.g. 'data=-1' or 'fsdp=-1'
+  c.data.model_dtype = p["model_dtype"]  # dtype the model runs in
   c.data.overwrite = False  # extract: replace a store that holds a different extraction
 
   # Outputs.
   c.probe = config_dict.placeholder(str)  # a trained probe dir (predict reads it)
   c.out = config_dict.placeholder(str)  # output dir (train_probes, predict)
   c.lm_eval_dir = ""  # predict: also write lm-eval's results_<date>.json and samples files here ('' = off)
+  c.stale_tolerance = 0.1  # predict: "probe stale: relabel" when the audit puts it off by more than this
   return c
 
 

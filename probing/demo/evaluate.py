@@ -255,7 +255,7 @@ def latency_same_checkpoint(setup: labels_lib.Setup, questions: dict, tokenizer,
 
   def probe_pass(probe):  # every task's questions in one extraction, as the monitor runs it
     return lambda: probe.predict_model(setup.model, tokenizer, questions, checkpoint="latency",
-                                       checkpoint_step=step)
+                                       checkpoint_step=step, mesh=setup.mesh)
 
   gen = _timed(generative, 2)
   per_family = {f: _timed(probe_pass(p), 3) for f, p in probes.items()}

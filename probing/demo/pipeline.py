@@ -23,13 +23,14 @@ from typing import Callable
 
 import numpy as np
 
-from models import io
+from models import io, sharding
 from probing import checkpoints as checkpoints_lib
 from probing import features as features_lib
 from probing import labels as labels_lib
 from probing import tasks as task_registry
 from probing import tokenizer as tokenizer_lib
 from probing.demo import audit, evaluate
+from probing.demo.inputs import checked_inputs, external_checkpoints
 from probing.demo import report as demo_report
 from probing.monitor import ProbeMonitor
 from probing.probes import Split, build_data, configs_from, load_probe, train_probe
@@ -54,15 +55,16 @@ class StageTimer:
     self.log(f"== {name}: {dt:.1f}s")
 
 
-def selected_families(cfg) -> dict:
-  """family -> probe config: the `families` that `probe_families` names, fitted to the model."""
+def selected_families(cfg, fit: bool = True) -> dict:
+  """family -> probe config: the `families` that `probe_families` names, with `fit` fitted to the
+  testbed model (real checkpoints keep their layers; they are checked against each model)."""
   names = [f.strip() for f in cfg.probe_families.split(",") if f.strip()]
   if not names:
     raise ValueError("demo: probe_families is empty")
   unknown = [f for f in names if f not in cfg.families]
   if unknown:
     raise ValueError(f"demo: probe_families names {unknown}; the config has {sorted(cfg.families)}")
-  return {f: fit_layers(cfg.families[f], cfg.pretrain.model.num_layers) for f in names}
+  return {f: fit_layers(cfg.families[f], cfg.pretrain.model.num_layers) if fit else cfg.families[f] for f in names}
 
 
 def fit_layers(fcfg, num_layers: int):
@@ -80,33 +82,6 @@ def fit_layers(fcfg, num_layers: int):
   return fcfg
 
 
-def external_checkpoints(cfg) -> list[tuple[int, str]]:
-  """(step, dir) of `cfg.checkpoints` (comma-separated dirs). Steps come from
-  `cfg.checkpoint_steps`, or else from each checkpoint (metadata, or an OLMo3 revision name such
-  as `stage2-step2000`, which `probing.checkpoints` maps to a monotone step)."""
-  dirs = [p.strip() for p in (cfg.get("checkpoints") or "").split(",") if p.strip()]
-  if not dirs:
-    return []
-  missing = [d for d in dirs if not os.path.isdir(d)]
-  if missing:
-    raise FileNotFoundError(f"checkpoints not found: {missing}")
-  steps = [int(s) for s in (cfg.get("checkpoint_steps") or "").split(",") if s.strip()]
-  if not steps:
-    steps = [checkpoints_lib.checkpoint_id(d)[1] for d in dirs]
-    unknown = [d for d, s in zip(dirs, steps) if s is None]
-    if unknown:
-      raise ValueError(f"checkpoints {unknown}: their steps cannot be told from their names; set "
-                       "--config.checkpoint_steps (monotone training steps)")
-  if len(steps) != len(dirs):
-    raise ValueError(f"checkpoint_steps: {len(steps)} steps for {len(dirs)} checkpoints (give one "
-                     "monotone training step per checkpoint: OLMo3 stage counters restart)")
-  for (s1, d1), (s2, d2) in zip(zip(steps, dirs), zip(steps[1:], dirs[1:])):
-    if s2 <= s1:
-      raise ValueError(f"checkpoint steps must increase in the given order: {d1} has step {s1}, "
-                       f"{d2} has step {s2}")
-  return [(s, os.path.abspath(d)) for s, d in zip(steps, dirs)]
-
-
 class Demo:
   """Holds the run's settings and paths; the stages are methods."""
 
@@ -118,14 +93,13 @@ class Demo:
     self.features_dir = os.path.join(self.workdir, "features")
     self.probes_dir = os.path.join(self.workdir, "probes")
     self.external = external_checkpoints(cfg)
-    self.families = selected_families(cfg)
+    self.families = selected_families(cfg, fit=not self.external)
     first = next(iter(self.families.values()))
     self.extract_spec = features_lib.spec_from_config(first.extract)
     if not self.external:  # testbed prompts are 5-40 characters: pad lengths to 4s, not 64s
       self.extract_spec = dataclasses.replace(self.extract_spec, length_bucket=4, batch_size=256)
     if self.external:  # real checkpoints (e.g. OLMo3 revisions) instead of the testbed run
-      self.tokenizer = tokenizer_lib.HFTokenizer(cfg.tokenizer)
-      self.task_names = task_registry.expand(cfg.tasks)
+      self.tokenizer, self.task_names = checked_inputs(cfg, self.external, self.families)
       self.schedule = [s for s, _ in self.external]
     else:
       self.tokenizer = tokenizer_lib.CharTokenizer(ALPHABET)
@@ -149,20 +123,29 @@ class Demo:
     return [(s, have[s]) for s in steps]
 
   def questions(self, task: str) -> list:
-    return list(task_registry.get(task).questions(self.cfg.labels.limit or None))
+    return list(task_registry.get(task).questions(self.cfg.data.limit or None))
 
   def label_config(self, path: str, out_dir: str):
     """The demo's label config (`cfg.labels`) pointed at one checkpoint and the demo's tasks."""
     c = self.cfg.labels.copy_and_resolve_references()
-    c.checkpoint, c.tasks, c.out_dir = path, ",".join(self.task_names), out_dir
+    c.data.checkpoint, c.data.tasks, c.out = path, ",".join(self.task_names), out_dir
+    c.data.limit = self.cfg.data.limit
+    c.data.tokenizer = self.cfg.data.tokenizer if self.external else "char"
     if self.external:
-      c.checkpoint_step = dict((p, s) for s, p in self.external)[path]
+      c.data.checkpoint_step = dict((p, s) for s, p in self.external)[path]
     return c
 
   def load(self, path: str):
     """Our orbax checkpoint or a HF safetensors dir, in the configured dtype."""
-    return checkpoints_lib.open_checkpoint(path, dtype=self.cfg.dtype, tokenizer=self.tokenizer,
+    return checkpoints_lib.open_checkpoint(path, mesh=self.mesh, dtype=self.cfg.dtype, tokenizer=self.tokenizer,
                                            require_step=False).model
+
+  @property
+  def mesh(self):
+    """Real checkpoints are placed on `cfg.mesh` (a 7B needs its devices); the testbed runs unsharded."""
+    if self.external and getattr(self, "_mesh", None) is None:
+      self._mesh = sharding.make_mesh(self.cfg.mesh)
+    return getattr(self, "_mesh", None)
 
   def labels(self) -> list[dict]:
     """Every label record in the work dir (re-read only when a label file has changed)."""
@@ -223,7 +206,7 @@ class Demo:
       task = task_registry.get(task_name)
       features_lib.extract(model, self.tokenizer, self.questions(task_name), self.extract_spec, checkpoint=name,
                            checkpoint_step=step, task=task_name, prompt_format_hash=task.format_hash(),
-                           out_dir=out)
+                           out_dir=out, mesh=self.mesh)
 
   def train_probes(self) -> dict:
     """family -> TrainedProbe, trained on the probe-training checkpoints only."""
@@ -324,7 +307,8 @@ class Demo:
 
   def settings(self) -> dict:
     cfg = self.cfg
-    return {"preset": cfg.preset, "train_checkpoints": self.train_steps, "later_checkpoints": self.later_steps,
+    return {"preset": cfg.preset, "config": cfg.copy_and_resolve_references().to_dict(),
+            "train_checkpoints": self.train_steps, "later_checkpoints": self.later_steps,
             "tasks": self.task_names, "families": list(self.families), "test_frac": cfg.test_frac,
             "val_frac": cfg.val_frac, "labels": cfg.labels.to_dict(),
             "activation_only_families": self.activation_only(), "extract": self.extract_spec.to_dict(),
