@@ -137,7 +137,7 @@ def predict(c, *, timing_repeats: int = 1, log: Callable[[str], None] = lambda _
   with `lm_eval_dir` the same predictions as an lm-eval run (`probing.interop.write_lm_eval`).
   With `data.audit_labels` (labels of a random audit, `launch.label --config.data.audit=N`), the
   summary's `audit` holds each audited task's PPI++ accuracy with its 95% interval and the
-  "probe stale: relabel" alarm (`probing.eval.audit.audit_tasks`).
+  "probe stale: relabel" alarm (`probing.eval.audited.audit_tasks`).
   Tasks and prompt formats the probe's card does not know are refused before the model is read;
   a checkpoint step outside the card's validity window is warned about (and in the summary).
   `timing_repeats` >= 2 adds warm timings (the first run compiles).
@@ -199,11 +199,11 @@ def predict(c, *, timing_repeats: int = 1, log: Callable[[str], None] = lambda _
 
 def audited(c, pred, checkpoint: str, log: Callable[[str], None]) -> dict:
   """task -> the audited estimate at `checkpoint` from the labels at `data.audit_labels`."""
-  from probing.eval import audit as audit_lib  # pylint: disable=import-outside-toplevel
+  from probing.eval import audited as audited_lib  # pylint: disable=import-outside-toplevel
   records = [r for r in labels_lib.read_labels(c.data.audit_labels) if str(r["checkpoint"]) == checkpoint]
   if not records:
     raise ValueError(f"--config.data.audit_labels={c.data.audit_labels}: no labels of checkpoint {checkpoint!r}")
-  out = audit_lib.audit_tasks(pred.records(), records, stale_tolerance=c.stale_tolerance)
+  out = audited_lib.audit_tasks(pred.records(), records, stale_tolerance=c.stale_tolerance)
   for task, a in out.items():
     lo, hi = a["ppi"]["ci"]
     log(f"predict: {task}: audited accuracy {a['ppi']['estimate']:.3f} [{lo:.3f}, {hi:.3f}] (PPI++, {a['n']} of "

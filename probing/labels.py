@@ -41,7 +41,7 @@ from models.version import code_version
 from probing import checkpoints
 from probing import tasks as task_registry
 from probing import tokenizer as tokenizer_lib
-from probing.eval import audit as audit_lib
+from probing.eval import audited as audited_lib
 
 # Settings that change what a record holds: a resumed run must use the same ones.
 RESULT_KEYS = ("checkpoint", "num_samples", "temperature", "top_p", "max_new_tokens", "seed", "greedy",
@@ -360,7 +360,7 @@ def run(config, *, log: Callable[[str], None] = print) -> dict:
   for task in s.tasks:
     qs = list(task.questions(config.data.limit))
     if config.data.get("audit"):  # a uniform random audit: what PPI++ and the stale alarm need
-      keep = set(audit_lib.audit_questions([q.id for q in qs], config.data.audit, seed=config.seed, task=task.name))
+      keep = set(audited_lib.audit_questions([q.id for q in qs], config.data.audit, seed=config.seed, task=task.name))
       qs = [q for q in qs if q.id in keep]
     missing = lambda q, t=task: (s.checkpoint, t.name, q.id) not in finished
     if config.sampler == "static":  # whole batches of the ordered list: a rerun runs the same programs

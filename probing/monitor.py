@@ -79,7 +79,7 @@ class ProbeMonitor:
 
     `audit_labels`: label records (task, question_id, c, k) of a random audit of the monitored
     questions at this step (e.g. `launch.label --config.data.audit=32` on the saved checkpoint);
-    records of audited tasks then carry the audited estimate (`probing.eval.audit.audit_tasks`:
+    records of audited tasks then carry the audited estimate (`probing.eval.audited.audit_tasks`:
     PPI++ with its 95% t interval) and `stale`, the "probe stale: relabel" alarm."""
     # Training steps are dispatched asynchronously: wait for the queued ones first, so their time
     # is not counted as the monitor's.
@@ -104,8 +104,8 @@ class ProbeMonitor:
       data, p = pred.data, pred.p
       audited = {}
       if audit_labels:
-        from probing.eval import audit  # pylint: disable=import-outside-toplevel
-        audited = audit.audit_tasks(pred.records(), audit_labels)
+        from probing.eval import audited as audited_lib  # pylint: disable=import-outside-toplevel
+        audited = audited_lib.audit_tasks(pred.records(), audit_labels)
       for task in self.questions:
         rows = data.task == task
         low, high = _bootstrap_interval(np.asarray(p)[rows])

@@ -314,13 +314,13 @@ class Watcher:
 
   def _measured(self, checkpoint: str, task: str, qids, p) -> dict:
     """Measured accuracy where every question has labels; the audited estimate
-    (`probing.eval.audit.audited_accuracy`: PPI++ with its t interval, and the stale alarm) where
+    (`probing.eval.audited.audited_accuracy`: PPI++ with its t interval, and the stale alarm) where
     only a random audit is labelled (`launch.label --config.data.audit=N`), or, with `audit_size`,
     from a seeded random audit of fully labelled questions."""
     labels = self.labels.get((checkpoint, task))
     if not labels:
       return {}
-    from probing.eval import audit  # pylint: disable=import-outside-toplevel
+    from probing.eval import audit, audited as audited_lib  # pylint: disable=import-outside-toplevel
     have = np.asarray([i for i, q in enumerate(qids) if str(q) in labels], np.int64)
     y = np.asarray([labels[str(qids[i])] for i in have])
     out = {"n_labelled": len(have)}
@@ -333,7 +333,7 @@ class Watcher:
         return out
     if len(have) < 2:
       return out
-    est = audit.audited_accuracy(p, y, p[have])
+    est = audited_lib.audited_accuracy(p, y, p[have])
     out.update(audited=est["ppi"]["estimate"], audited_low=est["ppi"]["ci"][0], audited_high=est["ppi"]["ci"][1],
                audit_size=est["n"], stale=est["alarm"], residual_p_value=est["residual_p_value"])
     if est["alarm"]:

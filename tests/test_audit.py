@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from probing.eval import audit
+from probing.eval import audit, audited
 from probing.eval.audit import (Estimate, audit_only, draw_audit, effective_sample_gain, neyman_allocation,
                                 ppi_plus_plus, stratified)
 from probing.eval.pass_at_k import pass_at_k_from_p, unbiased_pass_at_k
@@ -344,7 +344,7 @@ def test_audited_accuracy_covers_a_biased_probe():
     hits = []
     for d in range(300):
       idx = draw_audit(len(y), 32, seed=d).indices
-      r = audit.audited_accuracy(pb, y[idx], pb[idx])
+      r = audited.audited_accuracy(pb, y[idx], pb[idx])
       lo, hi = r["ppi"]["ci"]
       covered.append(lo <= truth <= hi)
       hits.append(r["alarm"])
@@ -356,22 +356,22 @@ def test_audited_accuracy_covers_a_biased_probe():
 
 def test_audited_accuracy_census_is_exact():
   y, p = _population(N=40, seed=1)
-  r = audit.audited_accuracy(p, y, p)
+  r = audited.audited_accuracy(p, y, p)
   assert r["ppi"]["estimate"] == pytest.approx(y.mean()) and r["ppi"]["ci"][1] - r["ppi"]["ci"][0] < 1e-9
 
 
 def test_audit_tasks_joins_records_and_names_the_culprit():
   y, p = _population(N=50, seed=2)
   preds = [{"task": "t", "question_id": f"q{i}", "p": float(v)} for i, v in enumerate(p)]
-  ids = audit.audit_questions([r["question_id"] for r in preds], 12, seed=0, task="t")
-  assert ids == audit.audit_questions([r["question_id"] for r in preds], 12, seed=0, task="t")
-  assert ids != audit.audit_questions([r["question_id"] for r in preds], 12, seed=1, task="t")
+  ids = audited.audit_questions([r["question_id"] for r in preds], 12, seed=0, task="t")
+  assert ids == audited.audit_questions([r["question_id"] for r in preds], 12, seed=0, task="t")
+  assert ids != audited.audit_questions([r["question_id"] for r in preds], 12, seed=1, task="t")
   labels = [{"task": "t", "question_id": q, "c": int(round(y[int(q[1:])] * 8)), "k": 8} for q in ids]
-  got = audit.audit_tasks(preds, labels)["t"]
+  got = audited.audit_tasks(preds, labels)["t"]
   idx = [int(q[1:]) for q in sorted(ids)]
-  want = audit.audited_accuracy(p, np.round(y[idx] * 8) / 8, p[idx])
+  want = audited.audited_accuracy(p, np.round(y[idx] * 8) / 8, p[idx])
   assert got == want
   with pytest.raises(ValueError, match="t/q999 was not predicted"):
-    audit.audit_tasks(preds, labels + [{"task": "t", "question_id": "q999", "c": 1, "k": 8}])
+    audited.audit_tasks(preds, labels + [{"task": "t", "question_id": "q999", "c": 1, "k": 8}])
   with pytest.raises(ValueError, match="labelled twice"):
-    audit.audit_tasks(preds, labels + labels[:1])
+    audited.audit_tasks(preds, labels + labels[:1])

@@ -7,6 +7,7 @@ import pytest
 from probing.demo import audit, audit_figures
 from probing.demo import pass_at_k as pak_demo
 from probing.eval import audit as audit_lib
+from probing.eval import audited as audited_lib
 from probing.eval import drift, metrics
 from probing.features import FeatureSet
 
@@ -92,7 +93,7 @@ def test_jackknife_matches_brute_force_leave_one_out():
     thetas.append(lam * p_all.mean() + np.mean(y[keep] - lam * p_all[idx][keep]))
   thetas = np.asarray(thetas)
   brute = np.sqrt((1 - 30 / 200) * 29 / 30 * np.sum((thetas - thetas.mean()) ** 2))
-  assert audit_lib.jackknife_se(p_all, y, p_all[idx]) == pytest.approx(brute, rel=1e-9)
+  assert audited_lib.jackknife_se(p_all, y, p_all[idx]) == pytest.approx(brute, rel=1e-9)
 
 
 @pytest.mark.parametrize("kw", [{"stratify_by": "probe"}, {"stratify_by": "difficulty"}, {"k": 4}])

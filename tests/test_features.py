@@ -172,7 +172,7 @@ def test_store_round_trip_and_provenance(model, extracted, tmp_path):
             prompt_format_hash="pf", out_dir=tmp_path / "s", on_batch=lambda i, n: calls.append(i))
   assert not calls  # a complete store with the same fingerprint is reused
   # a store from before the fingerprint left out the process count is the same extraction too
-  legacy = dict(meta, fingerprint=extract_lib._fingerprint(meta, 1), num_processes=1)
+  legacy = dict(meta, fingerprint=store.fingerprint(meta, 1), num_processes=1)
   (tmp_path / "s" / "features.json").write_text(json.dumps(legacy))
   F.extract(model, Tok(), questions(), SPEC, checkpoint="ck", checkpoint_step=7, task="t",
             prompt_format_hash="pf", out_dir=tmp_path / "s", on_batch=lambda i, n: calls.append(i))

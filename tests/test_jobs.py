@@ -68,7 +68,7 @@ def test_extract_train_predict(run):
   with open(run / "predict" / "predictions.jsonl") as f:
     assert len(f.readlines()) == 40
   # Labels of a random audit (as `launch.label --config.data.audit=8` writes them): the audited estimate.
-  from probing.eval import audit
+  from probing.eval import audited as audit
   from probing.labels import read_labels
   labs = [r for r in read_labels(c.data.labels) if r["checkpoint"] == "step_000040" and r["task"] == "syn_add"]
   keep = set(audit.audit_questions([r["question_id"] for r in labs], 8, seed=0, task="syn_add"))

@@ -16,7 +16,7 @@ import hf_reference
 from configs.experiments import label as label_config
 from models import checkpoint, olmo3
 from probing import labels
-from probing.eval import audit
+from probing.eval import audited as audit
 from probing.testbed import skills as synthetic
 from probing.tasks.olmo_eval import shipped_tokenizer_path
 from probing.tokenizer import CharTokenizer, HFTokenizer

@@ -63,8 +63,8 @@ def test_plain_function_forward_predicts_as_the_module(testbed_run, testbed_prob
 
 def test_monitor_reports_the_audited_estimate_given_audit_labels(testbed_run, testbed_probe):
   """With label records of a random audit at the monitored step, each audited task's record carries
-  the PPI++ estimate and interval of `probing.eval.audit.audit_tasks` and the stale flag."""
-  from probing.eval import audit
+  the PPI++ estimate and interval of `probing.eval.audited.audit_tasks` and the stale flag."""
+  from probing.eval import audited as audit
   from probing.labels import read_labels
   step, path = testbed_run["checkpoints"][-1]
   model = model_checkpoint.load(path)

@@ -60,7 +60,7 @@ def test_watcher_scalars_at_checkpoint_steps(tmp_path, testbed_run, testbed_prob
 def test_watcher_audits_with_labels_of_a_random_audit_only(tmp_path, testbed_run, testbed_probe):
   """Labels of a random audit alone (no measured accuracy) give the audited PPI++ estimate, the
   interval the demo's coverage figures are for, and the stale flag."""
-  from probing.eval import audit
+  from probing.eval import audited as audit
   questions = {t: list(tasks.get(t).questions(LIMIT)) for t in TASKS}
   labels = read_labels(testbed_probe["labels"])
   keep = {t: set(audit.audit_questions([q.id for q in qs], 6, seed=0, task=t)) for t, qs in questions.items()}

@@ -22,6 +22,7 @@ from scipy.special import ndtri
 from probing.demo.pass_at_k import pass_at_k_summary
 from probing.demo.records import cell_key, join_cells, num
 from probing.eval import audit as audit_lib
+from probing.eval import audited as audited_lib
 from probing.eval.drift import ShiftMonitor, residual_test
 from probing.probes.data import nll_features
 
@@ -75,7 +76,7 @@ def _one_draw(cell, n, rng, *, k, strata, alpha):
   ao = audit_lib.audit_only(y, N=N, alpha=alpha)
   if strata is None:
     pp = audit_lib.ppi_plus_plus(cell["p"], y, p_aud, N=N, alpha=alpha)
-    var_pp, df = (audit_lib.jackknife_se(cell["p"], y, p_aud) if n > 2 else pp.std_err) ** 2, n - 1
+    var_pp, df = (audited_lib.jackknife_se(cell["p"], y, p_aud) if n > 2 else pp.std_err) ** 2, n - 1
   else:
     pp = audit_lib.stratified(cell["p"], y, p_aud, strata, strata[draw.indices], finite_population=True,
                               alpha=alpha)
@@ -85,7 +86,7 @@ def _one_draw(cell, n, rng, *, k, strata, alpha):
   extra = (n / N) * within.mean() / n
   out = []
   for e, var, dof in ((ao, ao.std_err ** 2, n - 1), (pp, var_pp, df)):
-    out.append((e.value, audit_lib.t_quantile(alpha, dof) * np.sqrt(var + extra), var + extra, e.lam))
+    out.append((e.value, audited_lib.t_quantile(alpha, dof) * np.sqrt(var + extra), var + extra, e.lam))
   return out
 
 
@@ -170,7 +171,7 @@ def audit_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping], *, 
   labelled with the audited questions' c/k (or, with `k`, c' of k samples drawn from the label's);
   each gives the audit-only mean and the PPI++ estimate (power-tuned lam, fpc) with 95% t
   intervals on n - 1 df (the normal one under-covers skewed pass@1 at n = 32), the PPI++ one
-  with a jackknife standard error (`probing.eval.audit.jackknife_se`; linearized for the stratified variant).
+  with a jackknife standard error (`probing.eval.audited.jackknife_se`; linearized for the stratified variant).
   Top-level figures are at `default_size`; `by_size` at each size; `per_cell` at the default
   size, with the first draw as the representative one; `planning` from the default size's ESS
   gains. n > N is capped at N and listed under `capped`.

@@ -23,6 +23,7 @@ from scipy.special import betaln, expit, logit
 
 from probing.demo.records import cell_key, join_cells, num
 from probing.eval import audit as audit_lib
+from probing.eval import audited as audited_lib
 from probing.eval import pass_at_k as pak
 
 __all__ = ["pass_at_k_summary", "fit_concentration", "spread_pass_at_k"]
@@ -80,7 +81,7 @@ def _audited(cells: dict, k: int, phi: float | None, *, n: int, draws: int, seed
     rng = np.random.default_rng([int(seed), zlib.crc32(cell_key(task, step).encode()), n, k])
     for _ in range(int(draws)):
       idx = audit_lib.draw_audit(len(y), n, seed=rng).indices
-      r = audit_lib.audited_accuracy(f, y[idx], f[idx])
+      r = audited_lib.audited_accuracy(f, y[idx], f[idx])
       errs.setdefault(task, []).append(abs(r["ppi"]["estimate"] - truth))
       lo, hi = r["ppi"]["ci"]
       cover.append(lo - 1e-12 <= truth <= hi + 1e-12)

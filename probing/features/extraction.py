@@ -39,7 +39,8 @@ from models import io, multihost
 from models import sharding as sharding_lib
 from probing.features import forward
 from probing.features.store import (FORMAT, POOLINGS, SIDECAR, STORE_FILE, FeatureError, FeatureSet, _sha,
-                                    behaviour_hash, extraction_code_version, load_features, read_npz, write_npz)
+                                    behaviour_hash, extraction_code_version, fingerprint, finished_meta,
+                                    load_features, read_shards, shard_path, write_npz)
 
 _STORE_DTYPES = ("float32", "float16")
 _FLOAT_KEYS = ("last", "mean", "tokens")  # stored in spec.dtype; NLLs stay float32
@@ -193,7 +194,7 @@ def _plan(model, tokenizer, questions: Sequence[Any], spec: ExtractSpec, pc: int
           "prompt_format_hash": prompt_format_hash, "spec": spec.to_dict(),
           "num_processes": pc, "files": [STORE_FILE],
           "truncated_prompts": cut_p, "truncated_references": cut_r, "shared_prefix_tokens": prefix_len}
-  meta["fingerprint"] = _fingerprint(meta)
+  meta["fingerprint"] = fingerprint(meta)
   # Batches of similar length (sorted by total tokens); global batch g holds every process's
   # rows of that batch, so all processes agree on its padded shapes without communicating.
   lengths = [len(p) + (len(refs[i]) if refs else 0) for i, p in enumerate(prompts)]
@@ -207,65 +208,12 @@ def _plan(model, tokenizer, questions: Sequence[Any], spec: ExtractSpec, pc: int
                spec.layers if spec.pooling else (), num_layers, pad_id)
 
 
-_FINGERPRINT_KEYS = ("checkpoint", "checkpoint_step", "task", "question_ids", "spec", "tokenizer_hash",
-                     "prompt_format_hash")
-
-
-def _fingerprint(meta: dict, num_processes: int | None = None) -> str:
-  """What a store holds, hashed. Stores written before it left the process count out hashed
-  that too: `num_processes` recomputes theirs."""
-  keys = {k: meta[k] for k in _FINGERPRINT_KEYS}
-  if num_processes is not None:
-    keys["num_processes"] = num_processes
-  return _sha(json.dumps(keys))
-
-
-def _finished_meta(out_dir: str, plan_meta: dict, overwrite: bool) -> dict | None:
-  """The sidecar when `out_dir` already holds this extraction, complete (it is written last)."""
-  side = epath.Path(out_dir) / SIDECAR
-  if not side.exists() or overwrite:
-    return None
-  meta = json.loads(side.read_text())
-  fingerprint = plan_meta["fingerprint"]
-  if meta.get("fingerprint") == fingerprint or (
-      meta.get("num_processes") is not None and meta.get("fingerprint") == _fingerprint(plan_meta,
-                                                                                          meta["num_processes"])):
-    return meta
-  raise FeatureError(f"{out_dir}: holds a different extraction (fingerprint {meta.get('fingerprint')} != "
-                     f"{fingerprint}); pass overwrite=True (--config.data.overwrite=True) or use another directory")
-
-
 def _load_finished(out_dir: str) -> FeatureSet:
   """A complete store as process 0 reads it, on every process."""
   meta = multihost.from_process_zero(lambda: load_features(out_dir).meta)
   arrays = multihost.broadcast_arrays(
       {k: v for k, v in load_features(out_dir).arrays.items()} if multihost.is_writer() else None)
   return FeatureSet(meta, arrays)
-
-
-def _shard_path(shard_dir: str, pc: int, g: int) -> str:
-  return os.path.join(shard_dir, f"n{pc:05d}-b{g:06d}.npz")
-
-
-def _read_shards(shard_dir: str, fingerprint: str, overwrite: bool) -> dict[str, np.ndarray]:
-  """Rows of finished batches (process 0): `shards/spec.json` pins the fingerprint, so another
-  extraction's shards never mix in; batches of any process count serve (rows carry their ids)."""
-  shards = epath.Path(shard_dir)
-  if overwrite and shards.exists():
-    shards.rmtree()
-  shards.mkdir(parents=True, exist_ok=True)
-  spec_file = shards / "spec.json"
-  if not spec_file.exists():
-    io.write_json(spec_file, {"fingerprint": fingerprint})
-    return {}
-  old = json.loads(spec_file.read_text()).get("fingerprint")
-  if old != fingerprint:
-    raise FeatureError(f"{shard_dir}: partial shards of a different extraction (fingerprint {old} != "
-                       f"{fingerprint}); delete them or pass overwrite=True (--config.data.overwrite=True)")
-  parts = [read_npz(p) for p in sorted(shards.iterdir(), key=lambda p: p.name)
-           if p.name.endswith(".npz") and ".tmp" not in p.name]
-  parts = [p for p in parts if len(p.get("question_id", ()))]
-  return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]} if parts else {}
 
 
 def _resume(out_dir: str | None, plan: _Plan, overwrite: bool) -> tuple[str | None, np.ndarray, dict]:
@@ -277,7 +225,7 @@ def _resume(out_dir: str | None, plan: _Plan, overwrite: bool) -> tuple[str | No
   found: dict[str, np.ndarray] = {}
 
   def read():
-    found.update(_read_shards(shard_dir, plan.meta["fingerprint"], overwrite))
+    found.update(read_shards(shard_dir, plan.meta["fingerprint"], overwrite))
     return sorted({str(q) for q in found.get("question_id", ())} & set(plan.ids))
 
   have = set(multihost.from_process_zero(read))
@@ -329,7 +277,7 @@ def _run_batch(graphdef, state, plan: _Plan, spec: ExtractSpec, g: int, prefix_a
   arrays = {k: (v[keep].astype(spec.dtype) if k in _FLOAT_KEYS else v[keep]) for k, v in whole.items()}
   arrays["question_id"] = np.asarray([plan.ids[i] for i in plan.batches[g]], dtype=str)
   if shard_dir is not None and multihost.is_writer():
-    write_npz(_shard_path(shard_dir, pc, g), arrays)
+    write_npz(shard_path(shard_dir, pc, g), arrays)
   return arrays, seconds
 
 
@@ -371,7 +319,7 @@ def extract(model, tokenizer, questions: Sequence[Any], spec: ExtractSpec, *, me
   if out_dir is not None:
     out_dir = os.fspath(out_dir)
     finished = multihost.from_process_zero(
-        lambda: _finished_meta(out_dir, plan.meta, overwrite) is not None)
+        lambda: finished_meta(out_dir, plan.meta, overwrite) is not None)
     if finished:
       return _load_finished(out_dir)
   shard_dir, done, done_rows = _resume(out_dir, plan, overwrite)

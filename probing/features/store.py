@@ -179,3 +179,60 @@ def load_feature_sets(root: str | os.PathLike, *, tasks: Sequence[str] | None = 
                        + (f" for tasks {list(tasks)}" if tasks else "")
                        + (f" and checkpoints {list(checkpoints)}" if checkpoints else ""))
   return sets
+
+
+# ----------------------------------------------------------------------------- the writer's resume state
+
+
+_FINGERPRINT_KEYS = ("checkpoint", "checkpoint_step", "task", "question_ids", "spec", "tokenizer_hash",
+                     "prompt_format_hash")
+
+
+def fingerprint(meta: dict, num_processes: int | None = None) -> str:
+  """What a store holds, hashed. Stores written before it left the process count out hashed
+  that too: `num_processes` recomputes theirs."""
+  keys = {k: meta[k] for k in _FINGERPRINT_KEYS}
+  if num_processes is not None:
+    keys["num_processes"] = num_processes
+  return _sha(json.dumps(keys))
+
+
+def finished_meta(out_dir: str, plan_meta: dict, overwrite: bool) -> dict | None:
+  """The sidecar when `out_dir` already holds this extraction, complete (it is written last)."""
+  side = epath.Path(out_dir) / SIDECAR
+  if not side.exists() or overwrite:
+    return None
+  meta = json.loads(side.read_text())
+  want = plan_meta["fingerprint"]
+  if meta.get("fingerprint") == want or (
+      meta.get("num_processes") is not None and meta.get("fingerprint") == fingerprint(plan_meta,
+                                                                                          meta["num_processes"])):
+    return meta
+  raise FeatureError(f"{out_dir}: holds a different extraction (fingerprint {meta.get('fingerprint')} != "
+                     f"{want}); pass overwrite=True (--config.data.overwrite=True) or use another directory")
+
+
+def shard_path(shard_dir: str, pc: int, g: int) -> str:
+  return os.path.join(shard_dir, f"n{pc:05d}-b{g:06d}.npz")
+
+
+def read_shards(shard_dir: str, want: str, overwrite: bool) -> dict[str, np.ndarray]:
+  """Rows of finished batches (process 0 of the writer, `probing.features.extraction`, reads them):
+  `shards/spec.json` pins the fingerprint `want`, so another extraction's shards never mix in;
+  batches of any process count serve (rows carry their ids)."""
+  shards = epath.Path(shard_dir)
+  if overwrite and shards.exists():
+    shards.rmtree()
+  shards.mkdir(parents=True, exist_ok=True)
+  spec_file = shards / "spec.json"
+  if not spec_file.exists():
+    io.write_json(spec_file, {"fingerprint": want})
+    return {}
+  old = json.loads(spec_file.read_text()).get("fingerprint")
+  if old != want:
+    raise FeatureError(f"{shard_dir}: partial shards of a different extraction (fingerprint {old} != "
+                       f"{want}); delete them or pass overwrite=True (--config.data.overwrite=True)")
+  parts = [read_npz(p) for p in sorted(shards.iterdir(), key=lambda p: p.name)
+           if p.name.endswith(".npz") and ".tmp" not in p.name]
+  parts = [p for p in parts if len(p.get("question_id", ()))]
+  return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]} if parts else {}

@@ -1,0 +1,114 @@
+"""The audited estimate at one checkpoint: what `launch.predict`, the monitor, the watcher and the
+demo report for a task whose questions the probe scored and a random audit labelled.
+
+`audited_accuracy` is the one door: finite-population PPI++ (`probing.eval.audit`) with a
+delete-one jackknife standard error and a t interval on n - 1 df (the interval whose coverage the
+demo measures), the audit mean beside it, the effective-sample gain, and the stale alarm (the
+residual test of `probing.eval.drift` with a tolerance). `audit_questions` draws the audit a
+label job labels; `audit_tasks` joins prediction and label records per task.
+"""
+from __future__ import annotations
+
+import functools
+import zlib
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+from scipy import stats as sps
+
+from probing.eval.audit import _audit_pair, _unit, audit_only, draw_audit, ppi_plus_plus
+from probing.eval.drift import residual_test
+
+__all__ = ["jackknife_se", "t_quantile", "audited_accuracy", "audit_questions", "audit_tasks"]
+
+def jackknife_se(p_all: Any, y: Any, p: Any) -> float:
+  """Delete-one jackknife standard error (with the fpc) of the finite-population PPI++ estimate,
+  lam re-tuned in every replicate as `probing.eval.audit._tuned_lam` tunes it (Cov_S(Y, p) / Var_N(p), clipped to
+  [0, 1]). The linearized s^2_{Y - lam p} treats lam as known and under-covers at n = 32 (0.89-0.91
+  on the testbed); the jackknife carries lam's own noise (Sarndal et al. 1992)."""
+  p_all, y, p = (np.asarray(a, np.float64) for a in (p_all, y, p))
+  n, N = len(y), len(p_all)
+  var_p = float(np.var(p_all, ddof=1))
+  my = (y.sum() - y) / (n - 1)  # replicate i leaves question i out
+  mp = (p.sum() - p) / (n - 1)
+  cov = ((y * p).sum() - y * p - (n - 1) * my * mp) / (n - 2)
+  lam = np.clip(cov / var_p, 0.0, 1.0) if var_p > 0 else np.zeros(n)
+  theta = lam * p_all.mean() + my - lam * mp
+  return float(np.sqrt((1.0 - n / N) * (n - 1) / n * np.sum((theta - theta.mean()) ** 2)))
+
+
+@functools.lru_cache(maxsize=None)
+def t_quantile(alpha: float, df: int) -> float:
+  """The two-sided (1 - alpha) Student t quantile on df degrees of freedom (at least 1)."""
+  return float(sps.t.ppf(1 - alpha / 2, max(int(df), 1)))
+
+
+def audited_accuracy(p_all: Any, y_audit: Any, p_audit: Any, *, alpha: float = 0.05,
+                     stale_tolerance: float = 0.1) -> dict:
+  """One task at one checkpoint: the probe's p for all N questions, a random audit's measured
+  pass@1 y and the probe's p on the same audited questions -> what `launch.predict`, the monitor
+  and the watcher report. The estimator and interval are the ones whose coverage the demo
+  measures (`probing.demo.audit`): finite-population PPI++ with a jackknife standard error and a
+  t interval on n - 1 df; the audit mean with its t interval beside it; the residual test
+  (`probing.eval.drift.residual_test`, H0: |mean(Y - p)| <= stale_tolerance) whose p-value below
+  alpha raises the alarm "probe stale: relabel".
+  """
+  p_all = _unit("p_all", p_all)
+  y, p = _audit_pair(y_audit, p_audit)
+  n, N = len(y), len(p_all)
+  if n > N:
+    raise ValueError(f"audit: {n} audited questions but the probe scored only N={N}")
+  ao = audit_only(y, N=N, alpha=alpha)
+  pp = ppi_plus_plus(p_all, y, p, N=N, alpha=alpha)
+  se_pp = jackknife_se(p_all, y, p) if 2 < n < N else pp.std_err
+  t = t_quantile(alpha, n - 1)
+  residual, p_value = residual_test(y, p, N, stale_tolerance) if n < N else (float((y - p).mean()), 1.0)
+  gain = (ao.std_err ** 2 / se_pp ** 2) if se_pp > 0 else (float("inf") if ao.std_err > 0 else 1.0)
+  ci = lambda v, se: [float(v - t * se), float(v + t * se)]  # noqa: E731
+  return {"n": n, "N": N, "probe_only": float(p_all.mean()),
+          "audit_only": {"estimate": ao.value, "ci": ci(ao.value, ao.std_err)},
+          "ppi": {"estimate": pp.value, "ci": ci(pp.value, se_pp), "lam": float(pp.lam)},
+          "ess_gain": float(gain), "residual": residual, "residual_p_value": p_value,
+          "stale_tolerance": float(stale_tolerance), "alarm": bool(p_value < alpha), "alpha": float(alpha),
+          "interval": "t on n-1 df; PPI++ se: delete-one jackknife (lam re-tuned), fpc"}
+
+
+def audit_questions(question_ids: Sequence[str], n: int, *, seed: int, task: str) -> list[str]:
+  """The question ids of a uniform random audit (SRSWOR) of n of a task's questions, drawn from
+  (seed, task) alone: a label job and anyone checking it draw the same audit. n >= N audits all."""
+  ids = list(question_ids)
+  if int(n) < 2:
+    raise ValueError(f"audit: need at least 2 questions per task for an interval, got {n}")
+  if n >= len(ids):
+    return ids
+  rng = np.random.default_rng([int(seed), zlib.crc32(task.encode())])
+  return [ids[i] for i in draw_audit(len(ids), int(n), seed=rng).indices]
+
+
+def audit_tasks(predictions: Iterable[Mapping], audit_labels: Iterable[Mapping], *, alpha: float = 0.05,
+                stale_tolerance: float = 0.1) -> dict[str, dict]:
+  """task -> `audited_accuracy` at one checkpoint, joining prediction records (`task`,
+  `question_id`, `p`) with label records of the audited questions (`task`, `question_id`, `c`,
+  `k`). Tasks without audit labels are left out; an audited question the probe did not score, or
+  one labelled twice, is an error naming it."""
+  p_by_task: dict[str, dict[str, float]] = {}
+  for r in predictions:
+    p_by_task.setdefault(str(r["task"]), {})[str(r["question_id"])] = float(r["p"])
+  audited: dict[str, dict[str, float]] = {}
+  for r in audit_labels:
+    task, qid = str(r["task"]), str(r["question_id"])
+    if task not in p_by_task:
+      continue
+    if qid not in p_by_task[task]:
+      raise ValueError(f"audit labels: question {task}/{qid} was not predicted (labels of another "
+                       "question set or --config.data.limit?)")
+    if qid in audited.setdefault(task, {}):
+      raise ValueError(f"audit labels: question {task}/{qid} is labelled twice")
+    audited[task][qid] = float(r["c"]) / float(r["k"])
+  out = {}
+  for task, ys in sorted(audited.items()):
+    ps = p_by_task[task]
+    qids = sorted(ys)
+    out[task] = audited_accuracy(list(ps.values()), [ys[q] for q in qids], [ps[q] for q in qids], alpha=alpha,
+                                 stale_tolerance=stale_tolerance)
+  return out
