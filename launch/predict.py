@@ -29,7 +29,13 @@ def main(argv):
   c = common.config_of(_CONFIG)
   with common.user_errors():
     from probing import jobs
-    summary = jobs.predict(c, timing_repeats=_REPEATS.value, log=logging.info)
+    bar = []
+
+    def on_batch(i, n):  # count, rate and ETA of the one prefill pass
+      if not bar or bar[0].done >= bar[0].total:  # a new pass (--timing_repeats)
+        bar[:] = [common.Progress(n, "predict: prefill", "batches")]
+      bar[0].update(1)
+    summary = jobs.predict(c, timing_repeats=_REPEATS.value, log=logging.info, on_batch=on_batch)
   logging.info("predicted task accuracy: %s", {k: round(v["predicted"], 4) for k, v in summary["task_accuracy"].items()})
   print(json.dumps({"out": c.out, "seconds": summary["seconds"]}))
 

@@ -129,7 +129,8 @@ def train(c, *, log: Callable[[str], None] = lambda _: None) -> dict:
   return result | {"split": split}
 
 
-def predict(c, *, timing_repeats: int = 1, log: Callable[[str], None] = lambda _: None) -> dict:
+def predict(c, *, timing_repeats: int = 1, log: Callable[[str], None] = lambda _: None,
+            on_batch: Callable[[int, int], None] | None = None) -> dict:
   """Predicted pass@1 of `data.tasks`' questions at `data.checkpoint` with the probe at `probe`.
 
   Writes `<out>/predictions.jsonl` and `<out>/summary.json` (task accuracy with intervals, the
@@ -140,7 +141,8 @@ def predict(c, *, timing_repeats: int = 1, log: Callable[[str], None] = lambda _
   "probe stale: relabel" alarm (`probing.eval.audited.audit_tasks`).
   Tasks and prompt formats the probe's card does not know are refused before the model is read;
   a checkpoint step outside the card's validity window is warned about (and in the summary).
-  `timing_repeats` >= 2 adds warm timings (the first run compiles).
+  `timing_repeats` >= 2 adds warm timings (the first run compiles); `on_batch(i, n)` follows the
+  extraction's batches.
   """
   require(c, "probe", "data.checkpoint", "data.tasks", "out")
   times = {}
@@ -172,7 +174,7 @@ def predict(c, *, timing_repeats: int = 1, log: Callable[[str], None] = lambda _
     suffix = "" if rep == 0 else "_warm"
     pred = probe.predict_model(ck.model, ck.tokenizer, questions, mesh=mesh, spec=spec, checkpoint=ck.name,
                                checkpoint_step=ck.step, labels=labels,
-                               prompt_format_hashes=formats)
+                               prompt_format_hashes=formats, on_batch=on_batch)
     times["extract" + suffix], times["predict" + suffix] = pred.seconds["extract"], pred.seconds["predict"]
     log(f"predict: {n_q}/{n_q} questions in {pred.seconds['extract'] + pred.seconds['predict']:.1f}s "
         f"({n_q / max(pred.seconds['extract'] + pred.seconds['predict'], 1e-9):.1f} q/s, ETA 0s)")

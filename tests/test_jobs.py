@@ -76,7 +76,9 @@ def test_extract_train_predict(run):
   with open(run / "audit" / "step_000040.jsonl", "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in labs if r["question_id"] in keep)
   c.data.audit_labels = str(run / "audit")
-  a = jobs.predict(c)["audit"]
+  batches = []
+  a = jobs.predict(c, on_batch=lambda i, n: batches.append(n))["audit"]
+  assert batches and set(batches) == {len(batches)}  # one progress call per batch of the prefill
   assert list(a) == ["syn_add"] and (a["syn_add"]["n"], a["syn_add"]["N"]) == (8, 20)
   assert a["syn_add"]["ppi"]["ci"][0] <= a["syn_add"]["ppi"]["estimate"] <= a["syn_add"]["ppi"]["ci"][1]
   c.data.audit_labels = None

@@ -347,8 +347,10 @@ class _TaskQuestion:
 
 def extract_tasks(model, tokenizer, questions: Mapping[str, Sequence[Any]], spec: ExtractSpec, *,
                   mesh: Mesh | None = None, checkpoint: str = "", checkpoint_step: int = -1,
-                  prompt_format_hashes: Mapping[str, str] | None = None) -> list[FeatureSet]:
-  """In-memory features of several tasks' questions ({task: questions}) from one extraction.
+                  prompt_format_hashes: Mapping[str, str] | None = None,
+                  on_batch: Callable[[int, int], None] | None = None) -> list[FeatureSet]:
+  """In-memory features of several tasks' questions ({task: questions}) from one extraction
+  (`on_batch(i, n)` after each of its n batches, as in `extract`).
 
   The union is sorted by length and batched together, so short tasks fill batches instead of
   each task padding its own: fewer, fuller forward passes (the monitor and latency path use it).
@@ -360,7 +362,7 @@ def extract_tasks(model, tokenizer, questions: Mapping[str, Sequence[Any]], spec
   if not tagged:
     raise FeatureError("no questions to extract")
   union = extract(model, tokenizer, tagged, spec, mesh=mesh, checkpoint=checkpoint,
-                  checkpoint_step=checkpoint_step, task="+".join(questions))
+                  checkpoint_step=checkpoint_step, task="+".join(questions), on_batch=on_batch)
   owner = np.asarray([q.split("\x00", 1)[0] for q in union.question_ids], dtype=object)
   out = []
   for task in questions:

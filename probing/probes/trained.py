@@ -201,13 +201,14 @@ class TrainedProbe:
   def predict_model(self, model, tokenizer, questions: Mapping[str, Sequence[Any]], *, mesh=None,
                     checkpoint: str = "", checkpoint_step: int = -1,
                     prompt_format_hashes: Mapping[str, str] | None = None, labels=None,
-                    spec: features_lib.ExtractSpec | None = None, **spec_overrides) -> Prediction:
+                    spec: features_lib.ExtractSpec | None = None, on_batch=None, **spec_overrides) -> Prediction:
     """Predicted pass@1 of `questions` ({task: questions}) from one prefill pass of `model`.
 
     Checks the tasks and their prompt formats before any model work, and warns when
     `checkpoint_step` lies outside the card's validity window; every task's questions run in one
     length-sorted extraction (`features.extract_tasks`). With `labels` (records of this
-    checkpoint) the rows carry them, for metrics. `spec` replaces `extract_spec(**spec_overrides)`.
+    checkpoint) the rows carry them, for metrics. `spec` replaces `extract_spec(**spec_overrides)`;
+    `on_batch(i, n)` follows the extraction's batches (progress lines).
     """
     self.check_tasks(questions, formats=prompt_format_hashes)
     self.check_step(checkpoint_step)
@@ -215,7 +216,7 @@ class TrainedProbe:
     t0 = time.perf_counter()
     sets = features_lib.extract_tasks(model, tokenizer, questions, spec, mesh=mesh, checkpoint=checkpoint,
                                       checkpoint_step=checkpoint_step,
-                                      prompt_format_hashes=prompt_format_hashes)
+                                      prompt_format_hashes=prompt_format_hashes, on_batch=on_batch)
     t1 = time.perf_counter()
     data = self.build_data(sets, labels)
     p = self.predict(data)
