@@ -26,7 +26,13 @@ def main(argv):
   c = common.config_of(_CONFIG)
   with common.user_errors():
     from probing import jobs
-    result = jobs.train(c, log=logging.info)
+    bar = []
+
+    def on_epoch(done, total):  # count, rate and ETA of the one jitted training loop (its upper bound)
+      if not bar or done <= bar[0].done:  # a new head (one per task with per-task heads)
+        bar[:] = [common.Progress(total, f"train {c.head.family}", "epochs")]
+      bar[0].update(done - bar[0].done)
+    result = jobs.train(c, log=logging.info, on_epoch=on_epoch)
   m = result["metrics"]
   primary = lambda block: block.get("auroc", {}).get("primary", {}).get("mean")  # noqa: E731
   logging.info("%s: test primary AUROC %s (train up to step %s); baselines %s", c.head.family,

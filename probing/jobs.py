@@ -17,6 +17,7 @@ from probing import tokenizer as tokenizer_lib
 from probing import labels as labels_lib
 from probing.eval import evaluate
 from probing.probes import build_data, configs_from, load_probe, make_split, train_and_evaluate
+from probing.probes import train as train_lib
 
 
 def require(c, *fields: str) -> None:
@@ -96,7 +97,8 @@ def check_tokenizer(card, tokenizer, probe_path) -> None:
                      f"{got} ({tokenizer!r}); set --config.data.tokenizer to the probe's tokenizer")
 
 
-def train(c, *, log: Callable[[str], None] = lambda _: None) -> dict:
+def train(c, *, log: Callable[[str], None] = lambda _: None,
+          on_epoch: Callable[[int, int], None] | None = None) -> dict:
   """Trains `head.family` on the features and labels of earlier checkpoints and evaluates it
   (and the baselines) on the held-out questions of later ones.
 
@@ -115,8 +117,9 @@ def train(c, *, log: Callable[[str], None] = lambda _: None) -> dict:
   log(f"train {head.family}: {len(sets)} feature sets, {int(split.train.sum())} training rows up to step "
       f"{split.train_upto_step}, {int(split.test.sum())} test rows; training (one jitted loop) ...")
   t0 = time.perf_counter()
-  result = train_and_evaluate(data, split, head, train_cfg, olmo_source=c.data.checkpoint,
-                              with_baselines=c.eval.baselines, sklearn_c=c.eval.sklearn_c)
+  with train_lib.on_epochs(on_epoch or (lambda *_: None)):
+    result = train_and_evaluate(data, split, head, train_cfg, olmo_source=c.data.checkpoint,
+                                with_baselines=c.eval.baselines, sklearn_c=c.eval.sklearn_c)
   log(f"train {head.family}: trained and evaluated in {time.perf_counter() - t0:.1f}s")
   # Every process trained the same probe on the same data; the probe's orbax save is collective
   # (process 0 writes it), the other files are process 0's.

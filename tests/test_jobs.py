@@ -52,7 +52,9 @@ def test_extract_train_predict(run):
   for step in STEPS:
     sets = jobs.extract(_config(run, checkpoint=str(run / "ckpts" / f"step_{step:06d}")))
     assert [fs.meta["task"] for fs in sets] == TASKS.split(",") and all(len(fs) == 20 for fs in sets)
-  result = jobs.train(_config(run))
+  epochs = []
+  result = jobs.train(_config(run), on_epoch=lambda done, total: epochs.append((done, total)))
+  assert epochs and epochs == sorted(epochs) and all(0 < d <= t for d, t in epochs)  # progress from the jitted loop
   assert result["split"].train_upto_step == 30 and os.path.exists(run / "out" / "probe" / "probe_card.json")
   c = _config(run, checkpoint=str(run / "ckpts" / "step_000040"))
   c.probe = str(run / "out" / "probe")

@@ -12,10 +12,11 @@ task embedding, or one per task. Baselines on the same splits: `probing.eval.bas
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import time
-from typing import Mapping
+from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -73,6 +74,25 @@ def _pad_rows(d: Mapping[str, np.ndarray], size: int) -> dict[str, jax.Array]:
   return out
 
 
+_ON_ROUND: list[Callable[[int, int], None]] = []  # progress hooks of `on_epochs`
+
+
+def _round_done(epoch, epochs) -> None:
+  for fn in list(_ON_ROUND):
+    fn(int(epoch), int(epochs))
+
+
+@contextlib.contextmanager
+def on_epochs(fn: Callable[[int, int], None]):
+  """Calls fn(epochs done, epoch budget) after every validation round of the training runs in
+  this block (a host callback from inside the one jitted loop: progress lines without leaving it)."""
+  _ON_ROUND.append(fn)
+  try:
+    yield
+  finally:
+    _ON_ROUND.remove(fn)
+
+
 @functools.lru_cache(maxsize=64)
 def _trainer(graphdef, hp: TrainConfig, has_val: bool):
   """The whole training run as one jitted function (cached, so warm calls skip compiling)."""
@@ -110,6 +130,7 @@ def _trainer(graphdef, hp: TrainConfig, has_val: bool):
       vl = loss_fn(p, rest, val) if has_val else losses[-1]
       better = vl < best_loss
       best = jax.tree.map(lambda b, q: jnp.where(better, q, b), best, p)
+      jax.debug.callback(_round_done, ep + hp.eval_every, hp.epochs)
       return (p, s, best, jnp.where(better, vl, best_loss), jnp.where(better, 0, bad + 1),
               ep + hp.eval_every, key, losses[-1])
 
