@@ -181,3 +181,8 @@ def test_launch_convert_writes_checkpoint(hf_dir, tmp_path):
   assert open(os.path.join(out, "tokenizer.json")).read() == '{"stand-in": true}'
   assert os.path.exists(os.path.join(out, "hf_config.json"))
   assert restored.blocks[0].attn.q_kernel[...].dtype == jnp.bfloat16
+  # orbax's chatter is muted by default and comes back with --verbosity=1
+  assert "orbax" not in proc.stderr
+  loud = subprocess.run([sys.executable, "-m", "launch.convert", f"--hf_dir={src}", f"--out_dir={tmp_path / 'loud'}",
+                         "--dtype=bfloat16", "--verbosity=1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert loud.returncode == 0 and "orbax" in loud.stderr, loud.stderr[-2000:]
