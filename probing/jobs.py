@@ -108,7 +108,12 @@ def train(c, *, log: Callable[[str], None] = lambda _: None,
   require(c, "data.features", "data.labels", "out")
   head, train_cfg = configs_from(c)
   names = task_names(c, required=False) or None
-  sets = features.load_feature_sets(c.data.features, tasks=names)
+  try:
+    sets = features.load_feature_sets(c.data.features, tasks=names)
+  except features.FeatureError:
+    if not names:
+      raise
+    sets = []  # check_inputs names the first requested task without features
   labels = labels_lib.read_labels(c.data.labels)
   check_inputs(sets, labels, names, c.data.features, c.data.labels)
   has_nll = all("nll_mean" in fs.arrays for fs in sets)

@@ -6,6 +6,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
@@ -14,12 +15,14 @@ pytest_plugins = ["run_fixtures"]  # session fixtures: a tiny testbed run and a 
 # `make test` runs on two workers (pytest-xdist, --dist loadgroup). Each worker builds the session
 # fixtures it needs, so every test that reads one of the expensive runs goes to the same worker as
 # the others that read it; every other test stays with its file (module fixtures built once).
+# The marks must be on the items before xdist's own collection hook turns them into scope names,
+# and a worker registers that hook after this file: hence tryfirst.
 _SHARED_RUNS = ("smoke_run", "testbed_run", "testbed_probe")
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
   del config
-  import pytest  # pylint: disable=import-outside-toplevel
   for item in items:
     names = set(getattr(item, "fixturenames", ()))
     if "smoke_run" in names:
