@@ -15,6 +15,18 @@ from typing import Callable, Mapping, NamedTuple
 from models import io
 
 
+def hf_reference():
+  """The tests' HF reference builders (`tests/hf_reference.py`: random HF OLMo3 models, saved as
+  safetensors), imported by file: `tests/` is not a package, and a site-packages `tests` package
+  (ppi_python ships one) would shadow `from tests import ...`."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "hf_reference.py")
+  spec = importlib.util.spec_from_file_location("hf_reference", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def load_average() -> list[float]:
   """1/5/15-minute load averages; > the core count means our timings were contended."""
   return [round(x, 2) for x in os.getloadavg()]

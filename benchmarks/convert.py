@@ -50,7 +50,7 @@ def memory() -> dict:
 
 def _build(path: str) -> dict:
   import torch  # noqa: F401  (transformers needs it; imported here to keep the parent light)
-  from tests import hf_reference
+  hf_reference = common.hf_reference()
   config = hf_reference.hf_config(max_position_embeddings=8192, sliding_window=4096, rope_theta=500000.0,
                                   **MODEL)
   model = hf_reference.random_hf_model(config, seed=0)

@@ -27,7 +27,7 @@ from flax import nnx
 
 from benchmarks import common
 from models import convert
-from tests import hf_reference
+hf_reference = common.hf_reference()
 
 # OLMo3 proportions (SwiGLU width 256 * ceil(8d/3 / 256), head_dim 64, no GQA as in the 7B),
 # the 3:1 sliding/full layer pattern and the real 4096-token window (never shorter than the prompt).

@@ -2,8 +2,9 @@
 
 Layout of a checkpoint dir: `params/` (an orbax StandardCheckpointer tree of the model's
 params) and `metadata.json` (config, dtype, source path and revision, code version, plus what
-the caller adds). The dir is written under a temporary name and renamed, so a killed save
-leaves no half-written checkpoint. `load` restores onto any mesh: each param lands straight in
+the caller adds). A local dir is written under a temporary name and renamed, so a killed save
+leaves no half-written checkpoint; on an object store (`gs://`) metadata.json is written last
+and marks it complete. `load` restores onto any mesh: each param lands straight in
 the sharding the rules table gives it on that mesh, whatever mesh it was saved from.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Mapping
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
 
 from models import convert, io, multihost
@@ -33,9 +35,14 @@ def save(path: str | os.PathLike, model: Olmo3, metadata: Mapping[str, Any] | No
   `files` ({name in the checkpoint: source path}) are copied in too, e.g. the tokenizer files of
   the HF directory a model was converted from (`convert.side_files`).
   """
-  path = os.path.abspath(os.fspath(path))
-  if os.path.exists(path):
+  path = io.absolute(path)
+  if epath.Path(path).exists():
     raise FileExistsError(f"{path}: checkpoint already exists")
+  if io.is_remote(path):
+    # An object store has no directory rename: orbax commits params/ itself, and metadata.json,
+    # written last, is what makes the directory a checkpoint to every reader (and the watcher).
+    _write(path, model, metadata, files)
+    return path
   if jax.process_count() == 1:
     with io.staged_dir(path) as tmp:
       _write(tmp, model, metadata, files)
@@ -69,26 +76,24 @@ def _write(tmp: str, model: Olmo3, metadata, files) -> None:
   }
   meta.update(dict(metadata or {}))
   for name, src in (files or {}).items():
-    shutil.copyfile(src, os.path.join(tmp, name))
-  with open(os.path.join(tmp, METADATA_FILE), "w") as f:
-    json.dump(meta, f, indent=2, default=str)
+    epath.Path(src).copy(epath.Path(tmp) / name)
+  io.write_json(os.path.join(tmp, METADATA_FILE), meta, indent=2, default=str)
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
-  p = os.path.join(os.fspath(path), METADATA_FILE)
-  if not os.path.exists(p):
+  p = epath.Path(path) / METADATA_FILE
+  if not p.exists():
     raise FileNotFoundError(f"{path}: not an olmo3 orbax checkpoint (no {METADATA_FILE})")
-  with open(p) as f:
-    return json.load(f)
+  return json.loads(p.read_text())
 
 
 def is_checkpoint(path: str | os.PathLike) -> bool:
-  return os.path.exists(os.path.join(os.fspath(path), METADATA_FILE))
+  return (epath.Path(path) / METADATA_FILE).exists()
 
 
 def load(path: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None, dtype=None) -> Olmo3:
   """Restores a checkpoint written by `save`, placing params per the rules table on `mesh`."""
-  path = os.path.abspath(os.fspath(path))
+  path = io.absolute(path)
   meta = read_metadata(path)
   config = Olmo3Config.from_dict(meta["config"])
   if dtype is not None:
@@ -100,7 +105,7 @@ def load(path: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None, dtyp
       lambda v, s: jax.ShapeDtypeStruct(v.get_value().shape, v.get_value().dtype, sharding=s),
       params_abstract, shardings, is_leaf=lambda x: isinstance(x, nnx.Variable))
   target = nnx.to_pure_dict(target)
-  restored = ocp.StandardCheckpointer().restore(os.path.join(path, PARAMS_DIR), target)
+  restored = ocp.StandardCheckpointer().restore(epath.Path(path) / PARAMS_DIR, target)
   model = nnx.merge(graphdef, abstract_state)
   nnx.replace_by_pure_dict(params_abstract, restored)
   nnx.update(model, params_abstract)
@@ -121,12 +126,12 @@ def load_any(path: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None, 
   FileNotFoundError naming it; a checkpoint that does not load raises ValueError with the cause.
   """
   path = os.fspath(path)
-  if not path or not os.path.isdir(path):
+  if not path or not epath.Path(path).is_dir():
     raise FileNotFoundError(f"checkpoint {path!r} is not a directory")
   try:
     if is_checkpoint(path):
       return load(path, mesh=mesh, dtype=dtype), read_metadata(path)
-    if os.path.exists(os.path.join(path, "config.json")):
+    if (epath.Path(path) / "config.json").exists():
       return convert.load_hf(path, dtype=dtype or "float32", mesh=mesh), {"format": "hf"}
   except (OSError, ValueError, KeyError, TypeError) as e:
     raise ValueError(f"checkpoint {path} does not load: {e}") from e

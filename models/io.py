@@ -18,6 +18,7 @@ import tempfile
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
+from etils import epath
 
 
 def is_remote(path: str | os.PathLike) -> bool:
@@ -25,9 +26,13 @@ def is_remote(path: str | os.PathLike) -> bool:
   return "://" in os.fspath(path)
 
 
+def absolute(path: str | os.PathLike) -> str:
+  """`os.path.abspath` for a local path; an object store path as it is."""
+  return os.fspath(path) if is_remote(path) else os.path.abspath(os.fspath(path))
+
+
 def mkdirs(path: str | os.PathLike) -> None:
   """`os.makedirs(path, exist_ok=True)`, also for object stores."""
-  from etils import epath  # pylint: disable=import-outside-toplevel
   epath.Path(path).mkdir(parents=True, exist_ok=True)
 
 
@@ -36,7 +41,6 @@ def replace_from_tmp(path: str | os.PathLike, write: Callable, mode: str = "w") 
   (object store paths: written in place, which is atomic there)."""
   path = os.fspath(path)
   if is_remote(path):
-    from etils import epath  # pylint: disable=import-outside-toplevel
     with epath.Path(path).open(mode) as f:
       write(f)
     return
@@ -103,9 +107,17 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def append_jsonl(f_or_path, records: Iterable[dict]) -> None:
   """Appends records (sorted keys, one per line) to an open text file or a path, then fsyncs.
 
-  A crash can leave at most a torn last line, which readers of such files cut off.
+  A crash can leave at most a torn last line, which readers of such files cut off. Object stores
+  cannot append: there the object is rewritten whole (it stays whole at every moment; the cost
+  grows with the file, which suits label and log files of a few MB).
   """
   text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+  if isinstance(f_or_path, (str, os.PathLike)) and is_remote(f_or_path):
+    target = epath.Path(f_or_path)
+    old = target.read_text() if target.exists() else ""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(old + text)
+    return
   if isinstance(f_or_path, (str, os.PathLike)):
     os.makedirs(os.path.dirname(os.path.abspath(f_or_path)), exist_ok=True)
     with open(f_or_path, "a", encoding="utf-8") as f:

@@ -19,7 +19,10 @@ import dataclasses
 import os
 import re
 
+from etils import epath
+
 from models import checkpoint as model_checkpoint
+from models import io
 from probing import tokenizer as tokenizer_lib
 
 
@@ -46,11 +49,11 @@ class Checkpoint:
 def metadata_of(path: str | os.PathLike) -> dict:
   """Our metadata.json for an orbax checkpoint, `{"format": "hf"}` for a HF directory."""
   path = os.fspath(path)
-  if not path or not os.path.isdir(path):
+  if not path or not epath.Path(path).is_dir():
     raise CheckpointError(f"checkpoint {path!r} is not a directory")
   if model_checkpoint.is_checkpoint(path):
     return model_checkpoint.read_metadata(path)
-  if os.path.exists(os.path.join(path, "config.json")):
+  if (epath.Path(path) / "config.json").exists():
     return {"format": "hf"}
   raise CheckpointError(f"{path}: neither an orbax checkpoint (metadata.json) nor a HF dir (config.json)")
 
@@ -58,7 +61,7 @@ def metadata_of(path: str | os.PathLike) -> dict:
 def checkpoint_id(path: str | os.PathLike, *, name: str | None = None, step: int | None = None,
                   meta: dict | None = None, stage_lengths=OLMO3_7B_STAGE_LENGTHS) -> tuple[str, int | None]:
   """(record id, monotone step or None) of a checkpoint directory, without reading weights."""
-  path = os.path.abspath(os.fspath(path))
+  path = io.absolute(path)
   meta = metadata_of(path) if meta is None else meta
   name = name or meta.get("checkpoint") or os.path.basename(path.rstrip("/"))
   if step is None and meta.get("checkpoint_step") is not None:
@@ -120,7 +123,7 @@ def inspect_checkpoint(path: str | os.PathLike, *, tokenizer=None, name: str | N
   """
   if not os.fspath(path):
     raise CheckpointError("no checkpoint given (a HF directory or an orbax checkpoint of ours)")
-  path = os.path.abspath(os.fspath(path))
+  path = io.absolute(path)
   meta = metadata_of(path)
   ck_name, ck_step = checkpoint_id(path, name=name, step=step, meta=meta, stage_lengths=stage_lengths)
   if require_step and ck_step is None:

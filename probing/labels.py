@@ -32,6 +32,7 @@ import time
 from typing import Any, Callable, Sequence
 
 import jax
+from etils import epath
 from flax import nnx
 
 from models import continuous, io, kv_budget, multihost, sampling
@@ -139,10 +140,11 @@ def stop_tokens(tok: tokenizer_lib.Tokenizer, stop_strings: Sequence[str]):
 def read_label_file(path: str | os.PathLike, *, repair: bool = False) -> list[dict]:
   """Every record of one labels file, in order. A torn last line (a killed append) is ignored,
   or with `repair` cut off the file; lines without a question_id (headers) are skipped."""
-  with open(path, "rb") as f:
-    data = f.read()
+  data = epath.Path(path).read_bytes()
   end = data.rfind(b"\n") + 1
-  if repair and end < len(data):
+  if repair and end < len(data) and io.is_remote(path):  # an object is replaced whole
+    io.replace_from_tmp(path, lambda f: f.write(data[:end]), "wb")
+  elif repair and end < len(data):
     with open(path, "r+b") as f:
       f.truncate(end)
       f.flush()
@@ -162,7 +164,7 @@ def read_label_file(path: str | os.PathLike, *, repair: bool = False) -> list[di
 
 def read_finished(path: str) -> dict[tuple[str, str, str], dict]:
   """Records already written, by key; cuts a torn last line (a killed write) off the file."""
-  if not os.path.exists(path):
+  if not epath.Path(path).exists():
     return {}
   return {(r["checkpoint"], r["task"], r["question_id"]): r for r in read_label_file(path, repair=True)}
 
@@ -173,10 +175,11 @@ def read_labels(paths: str | os.PathLike | Sequence[str]) -> list[dict]:
     paths = [p for p in str(paths).split(",") if p]
   files = []
   for p in paths:
-    if not os.path.exists(p):
+    path = epath.Path(p)
+    if not path.exists():
       raise LabelError(f"labels {p!r}: no such file or directory")
-    files += (sorted(os.path.join(p, f) for f in os.listdir(p) if f.endswith(".jsonl"))
-              if os.path.isdir(p) else [p])
+    files += (sorted(os.path.join(p, f.name) for f in path.iterdir() if f.name.endswith(".jsonl"))
+              if path.is_dir() else [p])
   out = [r for f in files for r in read_label_file(f)]
   if not out:
     raise LabelError(f"no label records in {files}")
@@ -200,9 +203,8 @@ def _write_provenance(path: str, s: Setup, has_records: bool) -> None:
   prov = {"result_settings": result, "tokenizer_hash": tokenizer_lib.tokenizer_hash(s.tokenizer),
           "tokenizer": repr(s.tokenizer), "code_version": code_version(), "checkpoint": s.checkpoint,
           "checkpoint_step": s.checkpoint_step, "tasks": {}, "config": json.loads(c.to_json())}
-  if os.path.exists(path) and has_records:
-    with open(path) as f:
-      old = json.load(f)
+  if epath.Path(path).exists() and has_records:
+    old = json.loads(epath.Path(path).read_text())
     for key in ("result_settings", "tokenizer_hash"):
       if old.get(key) != prov[key]:
         raise LabelError(f"{path}: existing labels were made with {key}={old.get(key)}, this run has "
@@ -342,7 +344,7 @@ def run(config, *, log: Callable[[str], None] = print) -> dict:
   out_path, prov_path = stem + ".jsonl", stem + ".provenance.json"
 
   def prepare():
-    os.makedirs(config.out, exist_ok=True)
+    io.mkdirs(config.out)
     done = read_finished(out_path)
     try:
       _write_provenance(prov_path, s, has_records=bool(done))
@@ -350,7 +352,7 @@ def run(config, *, log: Callable[[str], None] = print) -> dict:
       if not config.data.overwrite:
         raise
       log(f"labels: replacing {len(done)} records made with other settings (data.overwrite)")
-      os.remove(out_path)
+      epath.Path(out_path).unlink()
       done = {}
       _write_provenance(prov_path, s, has_records=False)
     return sorted(done)
@@ -376,7 +378,9 @@ def run(config, *, log: Callable[[str], None] = print) -> dict:
   done_q = new_records = gen_tokens = 0
   t_start = time.perf_counter()
   writer = multihost.is_writer()
-  with (open(out_path, "a") if writer else contextlib.nullcontext()) as f:
+  # An open append handle locally; an object store path is rewritten whole on each append.
+  local_writer = writer and not io.is_remote(out_path)
+  with (open(out_path, "a") if local_writer else contextlib.nullcontext(out_path)) as f:
     for task, todo, n, qs in plan:
       if not n:
         continue

@@ -13,6 +13,8 @@ import hashlib
 import os
 from typing import Iterable, Sequence
 
+from etils import epath
+
 # Special tokens looked for, in order, when eos/pad are not given explicitly.
 _EOS_CANDIDATES = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|im_end|>")
 _PAD_CANDIDATES = ("<|pad|>", "<|padding|>", "<pad>", "[PAD]")
@@ -47,10 +49,10 @@ class HFTokenizer(Tokenizer):
     import tokenizers  # pylint: disable=import-outside-toplevel
 
     self.path = os.fspath(tokenizer_json_path)
-    if not os.path.isfile(self.path):
+    if not epath.Path(self.path).is_file():
       raise FileNotFoundError(f"tokenizer file not found: {self.path}")
     try:
-      self._tok = tokenizers.Tokenizer.from_file(self.path)
+      self._tok = tokenizers.Tokenizer.from_str(epath.Path(self.path).read_text())
     except Exception as e:  # tokenizers raises a bare Exception on malformed json
       raise ValueError(f"could not load tokenizer file {self.path}: {e}") from e
     self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
@@ -164,7 +166,7 @@ def from_spec(spec: str | None, checkpoint_path: str = "", metadata: dict | None
       if meta.get("kind") == "char":
         return CharTokenizer(meta["alphabet"])
       path = os.path.join(checkpoint_path, "tokenizer.json")
-      if checkpoint_path and os.path.exists(path):
+      if checkpoint_path and epath.Path(path).exists():
         return HFTokenizer(path)
       raise TokenizerError(f"{checkpoint_path or 'the checkpoint'} has no tokenizer.json and its metadata "
                            "names none; pass the tokenizer setting (a tokenizer.json path)")

@@ -29,6 +29,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from absl import logging
+from etils import epath
 
 from models import io
 from probing import checkpoints as checkpoints_lib
@@ -59,16 +60,16 @@ class Candidate:
 
 def checkpoints_dir(run_dir: str) -> str:
   """A run's work dir (with `checkpoints/`) or its checkpoints dir itself."""
-  run_dir = os.path.abspath(os.fspath(run_dir))
+  run_dir = io.absolute(run_dir)
   inner = os.path.join(run_dir, "checkpoints")
-  return inner if os.path.isdir(inner) else run_dir
+  return inner if epath.Path(inner).is_dir() else run_dir
 
 
 def safetensors_whole(path: str) -> str:
   """'' when the safetensors file is as long as its header says, else what is wrong."""
   try:
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
+    size = epath.Path(path).stat().length
+    with epath.Path(path).open("rb") as f:
       head = f.read(8)
       if len(head) < 8:
         return f"{os.path.basename(path)} has no header yet"
@@ -88,16 +89,15 @@ def safetensors_whole(path: str) -> str:
 
 def hf_whole(path: str) -> str:
   """'' when a HF directory's config and every weight shard are in place and fully sized."""
-  if not os.path.exists(os.path.join(path, "config.json")):
+  if not (epath.Path(path) / "config.json").exists():
     return "no config.json"
-  index = os.path.join(path, "model.safetensors.index.json")
-  if os.path.exists(index):
+  index = epath.Path(path) / "model.safetensors.index.json"
+  if index.exists():
     try:
-      with open(index) as f:
-        shards = sorted(set(json.load(f)["weight_map"].values()))
+      shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
     except (OSError, ValueError, KeyError) as e:
       return f"model.safetensors.index.json unreadable ({e})"
-  elif os.path.exists(os.path.join(path, "model.safetensors")):
+  elif (epath.Path(path) / "model.safetensors").exists():
     shards = ["model.safetensors"]
   else:
     return "no model.safetensors or index yet"
@@ -116,28 +116,38 @@ def _orbax_finalized(path: str) -> bool:
 def inspect_dir(path: str) -> Candidate:
   """Where the checkpoint of a step directory is and whether it is complete."""
   name = os.path.basename(path.rstrip("/"))
-  if not _orbax_finalized(path):
-    return Candidate(name, path, False, "orbax has not finalized it (no commit marker)")
-  targets = [path] + sorted(os.path.join(path, d) for d in os.listdir(path)
-                            if os.path.isdir(os.path.join(path, d)) and not d.startswith("."))
-  for target in targets:
-    if os.path.exists(os.path.join(target, "metadata.json")):  # ours: written last, then renamed
+
+  def whole(target):  # ours: metadata.json is written last (locally: then renamed); HF: every shard
+    if (epath.Path(target) / "metadata.json").exists():
       return Candidate(name, target, True)
-    if os.path.exists(os.path.join(target, "config.json")):
+    if (epath.Path(target) / "config.json").exists():
       why = hf_whole(target)
       return Candidate(name, target, not why, why)
+    return None
+
+  # Ours and HF dirs say themselves when they are whole (on an object store orbax's commit marker
+  # is only in the dirs orbax's CheckpointManager writes); a manager's step dir must be finalized.
+  found = whole(path)
+  if found:
+    return found
+  if not _orbax_finalized(path):
+    return Candidate(name, path, False, "orbax has not finalized it (no commit marker)")
+  for item in sorted(d.name for d in epath.Path(path).iterdir() if d.is_dir() and not d.name.startswith(".")):
+    found = whole(os.path.join(path, item))
+    if found:
+      return found
   return Candidate(name, path, False, "no metadata.json or config.json (yet)")
 
 
 def scan(run_dir: str) -> list[Candidate]:
   """Every step directory of the run (temporary names left out), complete or not, by name."""
   root = checkpoints_dir(run_dir)
-  if not os.path.isdir(root):
+  if not epath.Path(root).is_dir():
     return []
   out = []
-  for entry in sorted(os.listdir(root)):
+  for entry in sorted(d.name for d in epath.Path(root).iterdir()):
     path = os.path.join(root, entry)
-    if entry.startswith(".") or ORBAX_TMP in entry or not os.path.isdir(path):
+    if entry.startswith(".") or ORBAX_TMP in entry or not epath.Path(path).is_dir():
       continue  # temporary names: a checkpoint being written
     out.append(inspect_dir(path))
   return out
@@ -227,7 +237,7 @@ class Watcher:
     if jax.process_count() > 1:  # processes would each scan, probe and append on their own
       raise WatchError("the watcher runs as one process (it uses every local device through --mesh); "
                        "start it without --num_processes / JAX_NUM_PROCESSES")
-    self.run_dir, self.out = os.path.abspath(run_dir), os.path.abspath(out)
+    self.run_dir, self.out = io.absolute(run_dir), os.path.abspath(out)
     self.probes, self.questions = dict(probes), {t: list(qs) for t, qs in questions.items()}
     self.formats = dict(prompt_format_hashes or {})
     for name, probe in self.probes.items():

@@ -222,3 +222,28 @@ def test_continuous_labels_equal_static_on_gsm8k(gsm8k_ckpt, tmp_path, monkeypat
   ends = {"eos" if s[-1] == eos else "nn" if s[-1] == nn else "seq" if tuple(s[-2:]) == seq else len(s)
           for s in tokens["static"].values()}
   assert {"eos", "nn", "seq", 24} <= ends, ends
+
+
+def test_labels_and_checkpoints_on_an_object_store(ckpt, tmp_path, monkeypatch):
+  """`gs://` paths go through etils.epath: an object cannot be appended to, so each batch rewrites
+  the labels object whole; a resumed run reads it back and adds nothing; a checkpoint there opens."""
+  import shutil
+
+  from object_store import fake_bucket
+  from probing import checkpoints
+  want = labels.read_label_file(labels.run(_config(ckpt, tmp_path / "local"), log=lambda _: None)["out"])
+  shutil.copytree(ckpt, tmp_path / "bucket" / "ckpts" / "step_000010")
+  with fake_bucket(tmp_path / "bucket", monkeypatch):
+    cfg = _config(ckpt, "gs://runs/labels", batch_size=5)  # 12 questions per task: several appends
+    first = labels.run(cfg, log=lambda _: None)
+    assert first["out"] == "gs://runs/labels/step_000010.jsonl" and first["new_records"] == 24
+    got = labels.read_labels("gs://runs/labels")
+    assert _without_timings(got) == _without_timings(want)
+    with labels.epath.Path(first["out"]).open("w") as f:  # a torn last line, cut off on resume
+      f.write("".join(json.dumps(r) + "\n" for r in got[:7]) + '{"checkpoint": "step_0')
+    again = labels.run(cfg, log=lambda _: None)
+    assert again["new_records"] == 17 and _without_timings(labels.read_labels(first["out"])) == _without_timings(want)
+    ck = checkpoints.inspect_checkpoint("gs://ckpts/step_000010")
+    assert (ck.name, ck.step, ck.path, ck.config.num_hidden_layers) == (
+        "step_000010", 10, "gs://ckpts/step_000010", checkpoint.config_of(ckpt).num_hidden_layers)
+  assert (tmp_path / "bucket" / "runs" / "labels" / "step_000010.provenance.json").exists()

@@ -86,6 +86,24 @@ def test_complete_means_committed_and_fully_sized(tmp_path, testbed_run):
   assert watch.inspect_dir(str(hf)).why == "a.safetensors is missing"
 
 
+def test_scan_reads_an_object_store(tmp_path, testbed_run, monkeypatch):
+  """A run that writes its checkpoints to `gs://` is scanned through etils.epath alone."""
+  from object_store import fake_bucket
+  ck = tmp_path / "bucket" / "run" / "checkpoints"
+  ours = testbed_run["checkpoints"][0][1]
+  shutil.copytree(ours, ck / "step_000003")
+  shutil.copytree(ours, ck / "step_000006", ignore=shutil.ignore_patterns("metadata.json"))  # not committed
+  (ck / "stage1-step100").mkdir()
+  (ck / "stage1-step100" / "config.json").write_text("{}")
+  _safetensors(str(ck / "stage1-step100" / "model.safetensors"), {"x": np.ones((4, 4), np.float32)})
+  with fake_bucket(tmp_path / "bucket", monkeypatch):
+    found = {c.name: c for c in watch.scan("gs://run")}
+    assert sorted(found) == ["stage1-step100", "step_000003", "step_000006"]
+    assert found["step_000003"].complete and found["step_000003"].path == "gs://run/checkpoints/step_000003"
+    assert not found["step_000006"].complete and found["stage1-step100"].complete
+    assert watch.identify(found["step_000003"]) == ("step_000003", 3)
+
+
 def test_watcher_follows_a_live_run(tmp_path, testbed_run, testbed_probe):
   """Started before the run writes anything; killed (SIGKILL) after its first checkpoint at a
   random delay and restarted; a checkpoint that completes late is probed with its own step; an

@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from models import sampling
+from models import continuous, sampling
 from probing import features as features_lib
 from probing import labels as labels_lib
 from probing import tasks as task_registry
@@ -324,25 +324,47 @@ class _FoldedTokenizer:
     return "folded:" + self.inner.fingerprint()
 
 
+def stop_lengths(questions, tok, max_new: int, long_frac: float, seed: int = 0) -> np.ndarray:
+  """Where each question's samples stop on the fair clock: at its reference solution's token length
+  (what a trained model writes), except a seeded `long_frac` of questions that run to the budget
+  (as early checkpoints ramble)."""
+  lengths = np.minimum([len(t) for t in tok.encode_batch([q.reference for q in questions])], max_new)
+  long = np.random.default_rng(seed).permutation(len(questions))[:int(round(long_frac * len(questions)))]
+  lengths[long] = max_new
+  return np.maximum(lengths, 1)
+
+
 def latency_real_task(model, probe, rc, *, stand_in_task: str) -> dict:
   """One real task's shapes (`rc`: the demo config's real_task section; prompt lengths from its
-  BPE tokenizer, k samples up to its max_new_tokens) on the testbed model: the labels are
-  meaningless, the timing is real. The probe reads the features as if they were of
-  `stand_in_task` (a task it knows): the head's cost is what is timed."""
+  BPE tokenizer, k samples) on the testbed model: the labels are meaningless, the timing is real.
+  The generative side runs as the label job does (the continuous sampler, the few-shot prefix every
+  prompt shares run once), with stops where a trained model would stop (`stop_lengths`): the
+  testbed model never emits the task's stop strings, so each question's samples are given its
+  stop length as their budget, grouped by that length rounded up to 32 tokens (the padding counts
+  against generation). The probe reads the features as if they were of `stand_in_task` (a task
+  it knows): the head's cost is what is timed."""
   task = task_registry.get(rc.task)
   questions = list(task.questions(rc.questions))
   tok = _FoldedTokenizer(HFTokenizer(shipped_tokenizer_path(rc.tokenizer)), model.config.vocab_size)
   prompts = [tok.encode(q.prompt) for q in questions]  # for the shapes; each side times its own
   max_new = int(rc.max_new_tokens or task.max_new_tokens)
-  params = sampling.SamplingParams(temperature=1.0, top_p=1.0, num_samples=int(rc.num_samples),
-                                   max_new_tokens=max_new, seed=0)
+  stops = stop_lengths(questions, tok, max_new, float(rc.long_frac))
+  budgets = np.minimum(-(-stops // 32) * 32, max_new)
   ids = [f"{task.name}/{q.id}" for q in questions]
+  prefix = continuous.common_prefix_length(prompts)
   generated = []
 
-  def generative():  # no stop tokens: every sample runs to max_new_tokens, as a long answer would
-    out = sampling.generate(model, tok.encode_batch([q.prompt for q in questions]), ids, params,
-                            pad_id=tok.pad_id, eos_id=None)
-    generated.append(sum(len(t) for per_q in out for t in per_q))
+  def generative():
+    encoded = tok.encode_batch([q.prompt for q in questions])
+    total = 0
+    for budget in sorted(set(budgets.tolist())):
+      rows = [i for i in range(len(questions)) if budgets[i] == budget]
+      params = sampling.SamplingParams(temperature=1.0, top_p=1.0, num_samples=int(rc.num_samples),
+                                       max_new_tokens=int(budget), seed=0)
+      out = continuous.generate(model, [encoded[i] for i in rows], [ids[i] for i in rows], params,
+                                pad_id=tok.pad_id, eos_id=None, share_prefix=True, prefix_len=prefix)
+      total += sum(len(t) for per_q in out for t in per_q)
+    generated.append(total)
 
   longest = max(len(p) for p in prompts)
   spec = probe.extract_spec(max_prompt_tokens=max(2048, longest), max_reference_tokens=max_new, batch_size=8)
@@ -360,9 +382,15 @@ def latency_real_task(model, probe, rc, *, stand_in_task: str) -> dict:
   return {"generative_eval": gen["warm"], "probe": prb["warm"], "ratio": gen["warm"] / prb["warm"],
           "cold": {"generative_eval": gen["cold"], "probe": prb["cold"]}, "task": rc.task,
           "questions": len(questions), "num_samples": int(rc.num_samples), "max_new_tokens": max_new,
-          "generated_tokens": generated[-1], "prompt_tokens_median": float(np.median([len(p) for p in prompts])),
+          "generated_tokens": generated[-1], "useful_tokens": int(stops.sum()) * int(rc.num_samples),
+          "long_frac": float(rc.long_frac), "stop_tokens_median": float(np.median(stops)),
+          "generative_shared_prefix_tokens": prefix,
+          "prompt_tokens_median": float(np.median([len(p) for p in prompts])),
           "prompt_tokens_max": longest, "tokenizer": rc.tokenizer, "shared_prefix_tokens": shared[-1],
           "probe_family": probe.card["family"],
           "probe_includes": "tokenization, one prefill (prompt + gold solution for the NLL; the few-shot "
                             "prefix every prompt shares runs once) and the probe head; tokenization is "
-                            "timed on both sides, checkpoint loading on neither"}
+                            "timed on both sides, checkpoint loading on neither",
+          "generative_includes": "tokenization, the continuous sampler with the shared few-shot prefix run "
+                                 "once, k samples per question stopping at its reference length (a "
+                                 "long_frac of questions at max_new_tokens), budgets rounded up to 32"}

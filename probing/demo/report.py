@@ -140,6 +140,10 @@ def headline(summary: dict) -> str:
     if lat:
       lines.append(f"latency ({label}): generative {lat['generative_eval']:.2f}s vs probe "
                    f"({lat.get('probe_family')}) {lat['probe']:.2f}s = {lat['ratio']:.1f}x faster")
+      if lat.get("stop_tokens_median") is not None:
+        lines.append(f"  generation stops at each question's reference length (median {lat['stop_tokens_median']:.0f} "
+                     f"tokens; {lat['long_frac']:.0%} of questions run to {lat['max_new_tokens']}), shared "
+                     f"few-shot prefix {lat['generative_shared_prefix_tokens']} tokens")
       if lat.get("per_family"):
         lines.append("  per family: " + ", ".join(f"{f} {v['probe']:.2f}s ({v['ratio']:.1f}x)"
                                                   for f, v in lat["per_family"].items()))
