@@ -101,9 +101,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.real_task.tokenizer = "gpt-neox-olmo-dolma-v1_5"  # a BPE tokenizer shipped with the task data
   c.real_task.num_samples = 8
   c.real_task.max_new_tokens = 0  # 0 = the task's own
-  # Generation stops at each question's reference length, except this share of questions that
-  # run to max_new_tokens (early checkpoints ramble; the generation benchmark uses the same 0.1).
-  c.real_task.long_frac = 0.1
+  c.real_task.long_frac = 0.1  # questions whose samples run to max_new_tokens; the rest stop at their reference length
 
   if preset == "smoke":
     c.labels.num_samples = 4

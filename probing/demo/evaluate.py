@@ -334,15 +334,15 @@ def stop_lengths(questions, tok, max_new: int, long_frac: float, seed: int = 0) 
   return np.maximum(lengths, 1)
 
 
-def latency_real_task(model, probe, rc, *, stand_in_task: str) -> dict:
+def latency_real_task(model, probe, rc, *, stand_in_task: str, mesh=None) -> dict:
   """One real task's shapes (`rc`: the demo config's real_task section; prompt lengths from its
   BPE tokenizer, k samples) on the testbed model: the labels are meaningless, the timing is real.
   The generative side runs as the label job does (the continuous sampler, the few-shot prefix every
   prompt shares run once), with stops where a trained model would stop (`stop_lengths`): the
   testbed model never emits the task's stop strings, so each question's samples are given its
   stop length as their budget, grouped by that length rounded up to 32 tokens (the padding counts
-  against generation). The probe reads the features as if they were of `stand_in_task` (a task
-  it knows): the head's cost is what is timed."""
+  against generation; `mesh`: the one the model's weights are on). The probe reads the features
+  as if they were of `stand_in_task` (a task it knows): the head's cost is what is timed."""
   task = task_registry.get(rc.task)
   questions = list(task.questions(rc.questions))
   tok = _FoldedTokenizer(HFTokenizer(shipped_tokenizer_path(rc.tokenizer)), model.config.vocab_size)
@@ -362,7 +362,7 @@ def latency_real_task(model, probe, rc, *, stand_in_task: str) -> dict:
       params = sampling.SamplingParams(temperature=1.0, top_p=1.0, num_samples=int(rc.num_samples),
                                        max_new_tokens=int(budget), seed=0)
       out = continuous.generate(model, [encoded[i] for i in rows], [ids[i] for i in rows], params,
-                                pad_id=tok.pad_id, eos_id=None, share_prefix=True, prefix_len=prefix)
+                                pad_id=tok.pad_id, eos_id=None, share_prefix=True, prefix_len=prefix, mesh=mesh)
       total += sum(len(t) for per_q in out for t in per_q)
     generated.append(total)
 

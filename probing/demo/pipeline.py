@@ -281,7 +281,7 @@ class Demo:
                                                                step)}
     if self.cfg.real_task.enabled and not self.external:
       out["latency_seconds_real_task"] = evaluate.latency_real_task(
-          setup.model, probes[family], self.cfg.real_task, stand_in_task=self.task_names[0])
+          setup.model, probes[family], self.cfg.real_task, stand_in_task=self.task_names[0], mesh=setup.mesh)
     return out
 
   def audit(self, predictions: list[dict], labels: list[dict]) -> dict:
