@@ -229,7 +229,7 @@ class TrainedProbe:
     In a multi-process run every process calls it (orbax's save is collective); process 0 writes."""
     import orbax.checkpoint as ocp
     from models import multihost  # pylint: disable=import-outside-toplevel
-    path = os.fspath(path) if io.is_remote(path) else os.path.abspath(os.fspath(path))
+    path = io.absolute(path)
     if multihost.is_writer():
       io.mkdirs(path)
     tree = {"heads": {name: flat_params(h) for name, h in self.heads.items()},
@@ -246,7 +246,7 @@ def load_probe(path: str | os.PathLike) -> TrainedProbe:
   import orbax.checkpoint as ocp
 
   from etils import epath  # pylint: disable=import-outside-toplevel
-  path = os.fspath(path) if io.is_remote(path) else os.path.abspath(os.fspath(path))
+  path = io.absolute(path)
   card_file = epath.Path(path) / CARD
   if not card_file.exists():
     raise ProbeError(f"{path}: no {CARD}; not a (complete) saved probe")
