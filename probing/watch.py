@@ -244,9 +244,9 @@ class Watcher:
       probe.check_tasks(self.questions, name=name, formats=self.formats or None)
     self.mesh, self.tokenizer, self.batch_size = mesh, tokenizer, batch_size
     self.audit_size, self.report = int(audit_size), report
-    self.labels: dict[tuple[str, str], dict[str, float]] = {}
+    self.labels: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}  # question -> (c / k, k)
     for r in labels or ():
-      self.labels.setdefault((str(r["checkpoint"]), r["task"]), {})[str(r["question_id"])] = r["c"] / r["k"]
+      self.labels.setdefault((str(r["checkpoint"]), r["task"]), {})[str(r["question_id"])] = (r["c"] / r["k"], float(r["k"]))
     os.makedirs(self.out, exist_ok=True)
     self._writer = writer
     self.failed: dict[str, str] = {}  # step dir name -> why it could not be read (this run)
@@ -332,18 +332,18 @@ class Watcher:
       return {}
     from probing.eval import audit, audited as audited_lib  # pylint: disable=import-outside-toplevel
     have = np.asarray([i for i, q in enumerate(qids) if str(q) in labels], np.int64)
-    y = np.asarray([labels[str(qids[i])] for i in have])
+    y, k = (np.asarray([labels[str(qids[i])][j] for i in have]) for j in (0, 1))
     out = {"n_labelled": len(have)}
     if len(have) == len(qids):
       out["measured"] = float(y.mean())
       if self.audit_size and len(qids) > self.audit_size >= 2:
         draw = audit.draw_audit(len(qids), self.audit_size, seed=timeline_seed(checkpoint, task))
-        have, y = draw.indices, y[draw.indices]
+        have, y, k = draw.indices, y[draw.indices], k[draw.indices]
       else:
         return out
     if len(have) < 2:
       return out
-    est = audited_lib.audited_accuracy(p, y, p[have])
+    est = audited_lib.audited_accuracy(p, y, p[have], k_audit=k)
     out.update(audited=est["ppi"]["estimate"], audited_low=est["ppi"]["ci"][0], audited_high=est["ppi"]["ci"][1],
                audit_size=est["n"], stale=est["alarm"], residual_p_value=est["residual_p_value"])
     if est["alarm"]:

@@ -354,6 +354,30 @@ def test_audited_accuracy_covers_a_biased_probe():
   assert alarms[0.3] > 0.5 > 0.05 > alarms[0.0]
 
 
+def test_an_audit_without_a_success_still_covers_a_rare_one():
+  """A skill nearly never solved (2 successes in 200 questions x 8 samples): most audits of 32
+  see no success, and a t interval on their zero variance would have width zero. The floor (the
+  Agresti-Coull se of the 256 pooled samples) keeps it covered; away from the boundary it does
+  not bind, so the interval is the jackknife t interval there."""
+  N, k = 200, 8
+  c = np.zeros(N)
+  c[[3, 77]] = 1
+  y, p = c / k, np.full(N, 0.01)
+  truth, hits = y.mean(), []
+  for d in range(200):
+    idx = draw_audit(N, 32, seed=d).indices
+    r = audited.audited_accuracy(p, y[idx], p[idx], k_audit=k)
+    hits.append(r["ppi"]["ci"][0] <= truth <= r["ppi"]["ci"][1] and r["audit_only"]["ci"][0] <= truth)
+  assert np.mean(hits) >= 0.95
+  assert audited.floor_se(np.zeros(32), 8, N) == pytest.approx(
+      np.sqrt((1 - 32 / 200) * 0.0074 * 0.9926 / 259.84), rel=0.02)  # p~ = 1.92 / 259.84
+  y2, p2 = _population(N=300, seed=3)
+  idx = draw_audit(300, 32, seed=0).indices
+  r = audited.audited_accuracy(p2, y2[idx], p2[idx], k_audit=8)
+  hw = (r["ppi"]["ci"][1] - r["ppi"]["ci"][0]) / 2
+  assert hw == pytest.approx(audited.t_quantile(0.05, 31) * audited.jackknife_se(p2, y2[idx], p2[idx]))
+
+
 def test_audited_accuracy_census_is_exact():
   y, p = _population(N=40, seed=1)
   r = audited.audited_accuracy(p, y, p)
@@ -369,7 +393,7 @@ def test_audit_tasks_joins_records_and_names_the_culprit():
   labels = [{"task": "t", "question_id": q, "c": int(round(y[int(q[1:])] * 8)), "k": 8} for q in ids]
   got = audited.audit_tasks(preds, labels)["t"]
   idx = [int(q[1:]) for q in sorted(ids)]
-  want = audited.audited_accuracy(p, np.round(y[idx] * 8) / 8, p[idx])
+  want = audited.audited_accuracy(p, np.round(y[idx] * 8) / 8, p[idx], k_audit=8)
   assert got == want
   with pytest.raises(ValueError, match="t/q999 was not predicted"):
     audited.audit_tasks(preds, labels + [{"task": "t", "question_id": "q999", "c": 1, "k": 8}])

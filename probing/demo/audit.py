@@ -73,6 +73,7 @@ def _one_draw(cell, n, rng, *, k, strata, alpha):
   draw = audit_lib.draw_audit(N, n, seed=rng, strata=strata)
   y, within = _audit_labels(cell, draw.indices, k, rng)
   p_aud = cell["p"][draw.indices]
+  floor = audited_lib.floor_se(y, cell["k"][draw.indices] if k is None else k, N, alpha) if n < N else 0.0
   ao = audit_lib.audit_only(y, N=N, alpha=alpha)
   if strata is None:
     pp = audit_lib.ppi_plus_plus(cell["p"], y, p_aud, N=N, alpha=alpha)
@@ -86,7 +87,8 @@ def _one_draw(cell, n, rng, *, k, strata, alpha):
   extra = (n / N) * within.mean() / n
   out = []
   for e, var, dof in ((ao, ao.std_err ** 2, n - 1), (pp, var_pp, df)):
-    out.append((e.value, audited_lib.t_quantile(alpha, dof) * np.sqrt(var + extra), var + extra, e.lam))
+    var = max(var + extra, floor ** 2)  # as `audited_accuracy` reports it
+    out.append((e.value, audited_lib.t_quantile(alpha, dof) * np.sqrt(var), var, e.lam))
   return out
 
 
@@ -171,7 +173,8 @@ def audit_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping], *, 
   labelled with the audited questions' c/k (or, with `k`, c' of k samples drawn from the label's);
   each gives the audit-only mean and the PPI++ estimate (power-tuned lam, fpc) with 95% t
   intervals on n - 1 df (the normal one under-covers skewed pass@1 at n = 32), the PPI++ one
-  with a jackknife standard error (`probing.eval.audited.jackknife_se`; linearized for the stratified variant).
+  with a jackknife standard error (`probing.eval.audited.jackknife_se`; linearized for the stratified variant),
+  no standard error below `probing.eval.audited.floor_se` (an audit with no success has variance 0).
   Top-level figures are at `default_size`; `by_size` at each size; `per_cell` at the default
   size, with the first draw as the representative one; `planning` from the default size's ESS
   gains. n > N is capped at N and listed under `capped`.
@@ -207,7 +210,7 @@ def audit_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping], *, 
               "capped": capped,
               "settings": {"family": family, "draws": int(draws), "sizes": sizes, "seed": int(seed),
                            "k": k, "stratify_by": stratify_by, "alpha": alpha,
-                           "interval": "t on n-1 df; PPI++ se: delete-one jackknife (lam re-tuned), fpc",
+                           "interval": audited_lib.INTERVAL,
                            "population": "each later (task, checkpoint) cell's questions (finite, fpc)"}})
   return out
 

@@ -3,7 +3,8 @@ demo report for a task whose questions the probe scored and a random audit label
 
 `audited_accuracy` is the one door: finite-population PPI++ (`probing.eval.audit`) with a
 delete-one jackknife standard error and a t interval on n - 1 df (the interval whose coverage the
-demo measures), the audit mean beside it, the effective-sample gain, and the stale alarm (the
+demo measures; no standard error below `floor_se`, the binomial one of the audit's own samples),
+the audit mean beside it, the effective-sample gain, and the stale alarm (the
 residual test of `probing.eval.drift` with a tolerance). `audit_questions` draws the audit a
 label job labels; `audit_tasks` joins prediction and label records per task.
 """
@@ -19,7 +20,11 @@ from scipy import stats as sps
 from probing.eval.audit import _audit_pair, _unit, audit_only, draw_audit, ppi_plus_plus
 from probing.eval.drift import residual_test
 
-__all__ = ["jackknife_se", "t_quantile", "audited_accuracy", "audit_questions", "audit_tasks"]
+__all__ = ["INTERVAL", "floor_se", "jackknife_se", "t_quantile", "audited_accuracy", "audit_questions",
+           "audit_tasks"]
+
+INTERVAL = ("t on n-1 df; PPI++ se: delete-one jackknife (lam re-tuned), fpc; every se at least the "
+            "Agresti-Coull binomial se of the audit's pooled samples")
 
 def jackknife_se(p_all: Any, y: Any, p: Any) -> float:
   """Delete-one jackknife standard error (with the fpc) of the finite-population PPI++ estimate,
@@ -37,19 +42,38 @@ def jackknife_se(p_all: Any, y: Any, p: Any) -> float:
   return float(np.sqrt((1.0 - n / N) * (n - 1) / n * np.sum((theta - theta.mean()) ** 2)))
 
 
+def floor_se(y: Any, k: Any, N: int, alpha: float = 0.05) -> float:
+  """The least standard error an audited estimate is given: the Agresti-Coull binomial standard
+  error of the audit's pooled samples (sum of c = y k successes in sum of k samples), with the fpc.
+
+  An audit in which no sample succeeded (or every one did) has zero sample variance, so its t
+  interval has width zero and misses any accuracy near 0 or 1 (on the testbed, a skill after its
+  regression drop: coverage 0.11-0.35 in such cells). Samples of one question are positively
+  correlated, so treating them as independent gives the audit-only mean its least variance: the
+  floor binds at the boundary, or for a probe worth many audit questions, and barely elsewhere.
+  `k` None counts one sample per question (the most conservative)."""
+  y = np.asarray(y, np.float64)
+  k = np.ones_like(y) if k is None else np.broadcast_to(np.asarray(k, np.float64), y.shape)
+  n, m = len(y), float(k.sum())
+  z2 = float(sps.norm.ppf(1 - alpha / 2)) ** 2
+  pt = (float((y * k).sum()) + z2 / 2) / (m + z2)
+  return float(np.sqrt(max(0.0, 1.0 - n / N) * pt * (1.0 - pt) / (m + z2)))
+
+
 @functools.lru_cache(maxsize=None)
 def t_quantile(alpha: float, df: int) -> float:
   """The two-sided (1 - alpha) Student t quantile on df degrees of freedom (at least 1)."""
   return float(sps.t.ppf(1 - alpha / 2, max(int(df), 1)))
 
 
-def audited_accuracy(p_all: Any, y_audit: Any, p_audit: Any, *, alpha: float = 0.05,
+def audited_accuracy(p_all: Any, y_audit: Any, p_audit: Any, *, k_audit: Any = None, alpha: float = 0.05,
                      stale_tolerance: float = 0.1) -> dict:
   """One task at one checkpoint: the probe's p for all N questions, a random audit's measured
-  pass@1 y and the probe's p on the same audited questions -> what `launch.predict`, the monitor
-  and the watcher report. The estimator and interval are the ones whose coverage the demo
-  measures (`probing.demo.audit`): finite-population PPI++ with a jackknife standard error and a
-  t interval on n - 1 df; the audit mean with its t interval beside it; the residual test
+  pass@1 y (c / k, with `k_audit` the samples behind each) and the probe's p on the same audited
+  questions -> what `launch.predict`, the monitor and the watcher report. The estimator and
+  interval are the ones whose coverage the demo measures (`probing.demo.audit`): finite-population
+  PPI++ with a jackknife standard error and a t interval on n - 1 df; the audit mean with its t
+  interval beside it; both standard errors at least `floor_se`; the residual test
   (`probing.eval.drift.residual_test`, H0: |mean(Y - p)| <= stale_tolerance) whose p-value below
   alpha raises the alarm "probe stale: relabel".
   """
@@ -60,17 +84,19 @@ def audited_accuracy(p_all: Any, y_audit: Any, p_audit: Any, *, alpha: float = 0
     raise ValueError(f"audit: {n} audited questions but the probe scored only N={N}")
   ao = audit_only(y, N=N, alpha=alpha)
   pp = ppi_plus_plus(p_all, y, p, N=N, alpha=alpha)
-  se_pp = jackknife_se(p_all, y, p) if 2 < n < N else pp.std_err
+  floor = floor_se(y, k_audit, N, alpha) if n < N else 0.0
+  se_ao = max(ao.std_err, floor)
+  se_pp = max(jackknife_se(p_all, y, p) if 2 < n < N else pp.std_err, floor)
   t = t_quantile(alpha, n - 1)
   residual, p_value = residual_test(y, p, N, stale_tolerance) if n < N else (float((y - p).mean()), 1.0)
-  gain = (ao.std_err ** 2 / se_pp ** 2) if se_pp > 0 else (float("inf") if ao.std_err > 0 else 1.0)
+  gain = (se_ao ** 2 / se_pp ** 2) if se_pp > 0 else (float("inf") if se_ao > 0 else 1.0)
   ci = lambda v, se: [float(v - t * se), float(v + t * se)]  # noqa: E731
   return {"n": n, "N": N, "probe_only": float(p_all.mean()),
-          "audit_only": {"estimate": ao.value, "ci": ci(ao.value, ao.std_err)},
+          "audit_only": {"estimate": ao.value, "ci": ci(ao.value, se_ao)},
           "ppi": {"estimate": pp.value, "ci": ci(pp.value, se_pp), "lam": float(pp.lam)},
           "ess_gain": float(gain), "residual": residual, "residual_p_value": p_value,
           "stale_tolerance": float(stale_tolerance), "alarm": bool(p_value < alpha), "alpha": float(alpha),
-          "interval": "t on n-1 df; PPI++ se: delete-one jackknife (lam re-tuned), fpc"}
+          "interval": INTERVAL}
 
 
 def audit_questions(question_ids: Sequence[str], n: int, *, seed: int, task: str) -> list[str]:
@@ -94,7 +120,7 @@ def audit_tasks(predictions: Iterable[Mapping], audit_labels: Iterable[Mapping],
   p_by_task: dict[str, dict[str, float]] = {}
   for r in predictions:
     p_by_task.setdefault(str(r["task"]), {})[str(r["question_id"])] = float(r["p"])
-  audited: dict[str, dict[str, float]] = {}
+  audited: dict[str, dict[str, tuple[float, float]]] = {}
   for r in audit_labels:
     task, qid = str(r["task"]), str(r["question_id"])
     if task not in p_by_task:
@@ -104,11 +130,11 @@ def audit_tasks(predictions: Iterable[Mapping], audit_labels: Iterable[Mapping],
                        "question set or --config.data.limit?)")
     if qid in audited.setdefault(task, {}):
       raise ValueError(f"audit labels: question {task}/{qid} is labelled twice")
-    audited[task][qid] = float(r["c"]) / float(r["k"])
+    audited[task][qid] = (float(r["c"]) / float(r["k"]), float(r["k"]))
   out = {}
   for task, ys in sorted(audited.items()):
     ps = p_by_task[task]
     qids = sorted(ys)
-    out[task] = audited_accuracy(list(ps.values()), [ys[q] for q in qids], [ps[q] for q in qids], alpha=alpha,
-                                 stale_tolerance=stale_tolerance)
+    out[task] = audited_accuracy(list(ps.values()), [ys[q][0] for q in qids], [ps[q] for q in qids],
+                                 k_audit=[ys[q][1] for q in qids], alpha=alpha, stale_tolerance=stale_tolerance)
   return out
