@@ -30,7 +30,8 @@ setup(
         # lm-eval: its real runs and its output schema are the importer's and exporter's reference.
         # pytest < 9: pytest-xdist 3.8 marks a test's xdist_group by rewriting `item._nodeid`, which
         # pytest 9 no longer reads, so `--dist loadgroup` would split files across workers.
-        "test": ["pytest>=8.3,<9", "pytest-xdist>=3.8", "torch==2.13.0", "transformers>=5.13", "ppi-python", "lm-eval[hf]>=0.4.8",
+        "test": ["pytest>=8.3,<9", "pytest-xdist>=3.8", "torch==2.13.0", "transformers>=5.13", "ppi-python",
+                 "lm-eval[hf]>=0.4.8",
                  # TensorBoard's own event reader reads back what the writer wrote
                  "tensorboard"],
     },

@@ -246,7 +246,8 @@ class Watcher:
     self.audit_size, self.report = int(audit_size), report
     self.labels: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}  # question -> (c / k, k)
     for r in labels or ():
-      self.labels.setdefault((str(r["checkpoint"]), r["task"]), {})[str(r["question_id"])] = (r["c"] / r["k"], float(r["k"]))
+      cell = self.labels.setdefault((str(r["checkpoint"]), r["task"]), {})
+      cell[str(r["question_id"])] = (r["c"] / r["k"], float(r["k"]))
     os.makedirs(self.out, exist_ok=True)
     self._writer = writer
     self.failed: dict[str, str] = {}  # step dir name -> why it could not be read (this run)

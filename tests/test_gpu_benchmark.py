@@ -28,7 +28,8 @@ def test_gpu_benchmark_small_config_runs(tmp_path):
 def test_every_benchmark_script_imports():
   """The benchmark scripts are not run by the suite (they time things), but none may rot at import:
   each is imported as `python -m benchmarks.X` would, from the repository root."""
-  names = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "benchmarks")) if f.endswith(".py") and f != "__init__.py")
+  names = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "benchmarks"))
+                 if f.endswith(".py") and f != "__init__.py")
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
   procs = {n: subprocess.Popen([sys.executable, "-c", f"import benchmarks.{n}"], cwd=ROOT, env=env,  # absl flags:
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # one process each
