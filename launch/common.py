@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import sys
 import time
 
 from absl import flags, logging
 
 from launch.cli import fail, flags_parser, quiet_orbax_logs  # noqa: F401  (every launcher uses them)
-from launch.runtime import compilation_cache_dir, distributed_settings, init_runtime  # noqa: F401
+from launch.runtime import compilation_cache_dir, distributed_settings, init_runtime, with_testbed  # noqa: F401
+
 
 def config_of(config_flag):
   """The value of a `config_flags` flag (logged, so a run's log shows the config that ran), or
@@ -20,12 +20,6 @@ def config_of(config_flag):
   from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
   logging.info("config %s:\n%s", config_flags.get_config_filename(flags.FLAGS[config_flag.name]), config_flag.value)
   return config_flag.value
-
-
-def with_testbed() -> None:
-  """Registers the embedded testbed's tasks and alphabet, so its names work on the command line
-  (launch scripts may import it; the library core never does)."""
-  importlib.import_module("probing.testbed")
 
 
 @contextlib.contextmanager

@@ -62,6 +62,12 @@ def compilation_cache_dir(env=os.environ) -> str:
   return os.path.join(base, "olmo-probe", "jax")
 
 
+def with_testbed() -> None:
+  """Registers the embedded testbed's tasks and alphabet, so its names work on the command line
+  (launch scripts may import it; the library core never does)."""
+  importlib.import_module("probing.testbed")
+
+
 def init_runtime() -> None:
   """Every launch script first, before any other JAX call: `jax.distributed.initialize()` for
   multi-process runs (flags, JAX_* variables, or a cluster that auto-detects; a process waits for
@@ -84,7 +90,7 @@ def init_runtime() -> None:
       # Processes on CPU talk through gloo (other platforms ignore this setting).
       jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(**settings)
-  importlib.import_module("probing.testbed")  # the testbed's task names work on the command line
+  with_testbed()
   logging.info("process %d/%d, %d local / %d global devices (%s); compilation cache %s", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices()[0].platform,
                cache or "off")

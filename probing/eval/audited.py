@@ -26,6 +26,7 @@ __all__ = ["INTERVAL", "floor_se", "jackknife_se", "t_quantile", "audited_accura
 INTERVAL = ("t on n-1 df; PPI++ se: delete-one jackknife (lam re-tuned), fpc; every se at least the "
             "Agresti-Coull binomial se of the audit's pooled samples")
 
+
 def jackknife_se(p_all: Any, y: Any, p: Any) -> float:
   """Delete-one jackknife standard error (with the fpc) of the finite-population PPI++ estimate,
   lam re-tuned in every replicate as `probing.eval.audit._tuned_lam` tunes it (Cov_S(Y, p) / Var_N(p), clipped to
