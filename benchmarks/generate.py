@@ -51,6 +51,8 @@ flags.DEFINE_integer("mixed_new_tokens", 256, "Token budget of the mixed workloa
 flags.DEFINE_float("long_frac", 0.1, "Fraction of mixed rows that never stop (run to the budget).")
 flags.DEFINE_integer("slots", 64, "Mixed workload: continuous decode slots = static/HF batch rows.")
 flags.DEFINE_integer("chunk", 256, "Continuous sampler: most decode steps per jitted call.")
+flags.DEFINE_integer("refill", 0, "Continuous sampler: free slots that end a chunk and are refilled at once "
+                     "(0: the engine's default, an eighth of the slots).")
 flags.DEFINE_bool("quick", False, "Tiny settings (tiny size, 1 repeat, short runs): checks it runs end to end.")
 flags.DEFINE_string("_worker", None, "Internal: 'framework:size:ckpt_dir:countdown_dir'.")
 FLAGS = flags.FLAGS
@@ -64,7 +66,7 @@ SIZES = {  # the benchmark models (BENCHMARKS.md)
 QUICK = dict(sizes="tiny", repeats=1, batch=4, new_tokens=8, k=2, mixed_rows=24, mixed_new_tokens=64, slots=8)
 FRAMEWORKS = ("hf", "ours", "cont")  # HF generate, our static sampler, our continuous sampler
 _WORKLOAD_FLAGS = ("batch", "prompt_len", "new_tokens", "k", "mixed_rows", "mixed_new_tokens", "long_frac",
-                   "slots", "chunk")
+                   "slots", "chunk", "refill")
 
 
 def _save_model(size: str, path: str, countdown: bool = False) -> int:
@@ -153,7 +155,7 @@ def _runner(framework: str, size: str, path: str, mixed_path: str):
       kw = dict(pad_id=0, eos_id=workloads.EOS)
       if framework == "cont":
         out = continuous.generate(countdown, w.prompts, mixed_ids, mixed_params, rows=FLAGS.slots,
-                                  chunk=FLAGS.chunk, **kw)
+                                  chunk=FLAGS.chunk, refill=FLAGS.refill or None, **kw)
       else:
         s = FLAGS.slots
         out = [o for a in range(0, len(w.prompts), s)

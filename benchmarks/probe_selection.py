@@ -8,7 +8,8 @@ Reads a demo work dir whose probe-training checkpoints are labelled and extracte
 running `make demo`), trains each variant on the training checkpoints but the last and scores the
 mean within-cell AUROC on the last one's non-test questions: the one protocol settings are chosen
 on. Test questions and later checkpoints are never read. A variant is `family[+tweak...]`:
-rank<w> (within-cell ranking term of weight w), wd<x> (weight decay), pertask (one head per task),
+rank<w> (within-cell ranking term of weight w), wd<x> (weight decay), pertask / shared (one head per
+task / one shared head), noanchor / nocenter (hybrid without the NLL anchor / the cell centering),
 ens<n> (mean logit of n seeds).
 """
 from __future__ import annotations
@@ -40,8 +41,12 @@ def _variant(spec: str) -> tuple[str, dict, dict, int]:
       train["rank_weight"] = float(t[4:])
     elif t.startswith("wd"):
       train["wd"] = float(t[2:])
-    elif t == "pertask":
-      head["per_task_heads"] = True
+    elif t in ("pertask", "shared"):
+      head["per_task_heads"] = t == "pertask"
+    elif t == "noanchor":
+      head["nll_anchor"] = False
+    elif t == "nocenter":
+      head["center"] = "none"
     elif t.startswith("ens"):
       seeds = int(t[3:])
     else:

@@ -1,6 +1,6 @@
 """`make demo`: pretrain a small OLMo3 on synthetic skills, label, probe, evaluate, report.
 
-  python -m launch.demo                       # about 8.5 min on 2 idle CPU cores, into runs/demo
+  python -m launch.demo                       # about 7.5 min on 2 idle CPU cores, into runs/demo
   python -m launch.demo --config=configs/experiments/demo.py:smoke --workdir=runs/smoke  # ~90 s
   python -m launch.demo --config.labels.num_samples=16 --config.probe_families=linear,hybrid
   python -m launch.demo --config=configs/experiments/olmo3_7b.py --workdir=runs/olmo3_7b \

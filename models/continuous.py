@@ -7,6 +7,8 @@ rows that are already done. Here R row slots decode together in chunks: one jit 
 steps, or when every row is done); the host then admits the next pending (prompt, sample) units
 into the free slots (one jit: prefill + scatter into the caches) and decoding goes on. Shapes are
 fixed for a run (slots, prompt width, admit sizes in powers of two), so a run compiles a few times.
+A run whose rows all fit in the slots at once, with nothing shared but each prompt, has nothing to
+refill: it runs the static sampler's single program instead.
 
 What keeps it right, as in the static sampler (tests/test_labels.py and tests/test_sampling.py
 compare the two):
@@ -289,6 +291,14 @@ def stream(model: Olmo3, prompts: Sequence[Sequence[int]], question_ids: Sequenc
   fits = len(prompts) * -(-len(units) // m) <= spec.slots
   slots = spec.slots
   n_refill = min(slots, refill or (slots if fits else max(1, slots // 8)))
+  if fits and not p0 and not greedy:
+    # Every row decodes at once and nothing is refilled: that is the static sampler's one program
+    # (prefill and decode in one jit, no admit or host round trip), with the same tokens.
+    out = sampling.generate(model, prompts, question_ids, params, pad_id=pad_id, eos_id=eos_id, mesh=mesh,
+                            graphdef_state=graphdef_state)
+    for i, samples in enumerate(out):
+      yield i, samples, None
+    return
   graphdef, state = graphdef_state or nnx.split(model)
   prefix_kv = _prefix_jit(graphdef, state, np.asarray([prompts[0][:p0]], np.int32)) if p0 else ()
   carry = _empty_jit(graphdef, state, spec)

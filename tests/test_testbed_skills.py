@@ -52,7 +52,8 @@ def _other_answers(name, q, rng):
   if name == "mul":
     a, b = (int(x) for x in q.prompt[:-1].split("*"))
     parts = [int(d) * 10 ** i for i, d in enumerate(reversed(str(a))) if d != "0"]
-    return [";".join(f"{p}*{b}={p * b}" for p in rng.sample(parts, len(parts))) + f"|{a * b}" for _ in range(5)]
+    factors = lambda p: f"{p}*{b}" if rng.random() < 0.5 else f"{b}*{p}"  # either factor first
+    return [";".join(f"{factors(p)}={p * b}" for p in rng.sample(parts, len(parts))) + f"|{a * b}" for _ in range(5)]
   if name == "path":
     edges, src, dst = r._parse_graph(q.prompt)
     return r._simple_paths(edges, src, dst)
@@ -100,6 +101,16 @@ def test_content_difficulty_is_metadata_not_level():
     extra = [set(q.metadata) - {"level"} for q in qs]
     assert all(extra), name  # content features beside the declared level
     assert all(q.metadata["level"] == q.difficulty for q in qs)
+
+
+def test_declared_levels_are_sometimes_wrong():
+  """A share MISRATED of banded questions draws its content from the other level's band: on rev
+  (sizes 2-10; level 1: 2-7, level 2: 5-10) a level-1 question is 8-10 letters long only then."""
+  skill, rng = synthetic.get_skill("rev"), random.Random(0)
+  sizes = [skill.draw(rng, 1)[2]["size"] for _ in range(4000)]
+  assert set(sizes) == set(skill.sizes)
+  share = sum(s >= 8 for s in sizes) / len(sizes)
+  assert abs(share - synthetic.MISRATED * 3 / 6) < 0.02, share
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -299,7 +299,9 @@ class Demo:
                                                 audit_size=a.questions_per_task, draws=a.draws, seed=self.cfg.seed),
            "drift": audit.drift_summary(predictions, labels, sets, family=family, train_steps=self.train_steps,
                                         later_steps=self.later_steps, layers=head.layers if head.uses_x else (),
-                                        pooling=head.pooling, center=head.center != "none", nll=True,
+                                        # centered per cell whatever the probe does: uncentered cell
+                                        # means move with any training (alarms everywhere)
+                                        pooling=head.pooling, center=True, nll=True,
                                         audit_size=a.questions_per_task, draws=a.draws, seed=self.cfg.seed,
                                         stale_tolerance=a.stale_tolerance)}
     out["audit"]["family"] = family

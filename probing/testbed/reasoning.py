@@ -61,13 +61,13 @@ def gen_sum(rng: random.Random, level: int):
 
 
 def gen_mul(rng: random.Random, level: int):
-  """`37*6=` -> `7*6=42;30*6=180|222`: a `level`-digit number times one digit, partial products
-  in a random order, then their sum."""
-  a = int("".join(str(rng.randint(1, 9)) for _ in range(level)))  # no zero digit: level! orders
+  """`37*6=` -> `7*6=42;6*30=180|222`: a `level`-digit number times one digit, partial products
+  in a random order, each with its factors in a random order, then their sum."""
+  a = int("".join(str(rng.randint(1, 9)) for _ in range(level)))  # no zero digit: level! 2^level traces
   b = rng.randint(2, 9)
   parts = [(int(d) * 10 ** i) for i, d in enumerate(reversed(str(a)))]
   order = rng.sample(parts, len(parts))
-  trace = ";".join(f"{p}*{b}={p * b}" for p in order)
+  trace = ";".join(f"{p}*{b}={p * b}" if rng.random() < 0.5 else f"{b}*{p}={p * b}" for p in order)
   products = [p * b for p in parts]
   carries = 0
   acc = 0

@@ -26,6 +26,9 @@ from probing.testbed import reasoning
 ALPHABET = string.digits + string.ascii_lowercase + "+-*<>^&#=,;:|"
 HELDOUT_MOD = 5
 PREFIX = "syn_"
+# Share of banded questions whose declared level names the other band: a rater's coarse label is
+# sometimes wrong, so the declared level is a weak signal and the content (metadata) a strong one.
+MISRATED = 0.25
 
 Generator = Callable[[random.Random, int], tuple[str, str, dict]]
 
@@ -104,8 +107,9 @@ class Skill:
 
   With `banded`, the declared level is coarse and noisy, as human difficulty ratings are: level 1
   draws the size from the lower two thirds of `sizes`, level 2 from the upper two thirds, so the
-  bands overlap. The size itself (length, operand count, ...) goes to the question's metadata
-  with the other content features, where the metadata baseline can read it.
+  bands overlap, and a share `MISRATED` of questions draw from the other level's band. The size
+  itself (length, operand count, ...) goes to the question's metadata with the other content
+  features, where the metadata baseline can read it.
   """
   name: str
   generate: Generator
@@ -132,7 +136,10 @@ class Skill:
 
   def draw(self, rng: random.Random, level: int) -> tuple[str, str, dict]:
     """(prompt, answer, metadata) at a declared level."""
-    size = rng.choice(self.band(level))
+    band = level
+    if self.banded and rng.random() < MISRATED:
+      band = 3 - level  # misrated: the content is the other level's
+    size = rng.choice(self.band(band))
     prompt, answer, meta = self.generate(rng, size)
     return prompt, answer, ({"size": size, **meta} if self.banded else meta)
 
@@ -144,7 +151,7 @@ SKILLS: dict[str, Skill] = {s.name: s for s in (
           reasoning.verify_final, banded=True),
     Skill("mul", reasoning.gen_mul, (2, 3), "a*b=, partial products then |product", 32, reasoning.verify_final,
           banded=True),
-    Skill("path", reasoning.gen_path, (5, 6, 7, 8), "g:edges;s>t= any simple path, 5-8 edges", 6,
+    Skill("path", reasoning.gen_path, (6, 7, 8, 9), "g:edges;s>t= any simple path, 6-9 edges", 6,
           reasoning.verify_path, banded=True),
     Skill("change", reasoning.gen_change, (3, 4, 5), "c:digits>t= any subset summing to t", 9,
           reasoning.verify_change, banded=True),
@@ -249,6 +256,6 @@ for _skill in SKILLS.values():
   register(_skill.task_name, _factory(_skill))
 
 
-__all__: Sequence[str] = ("ALPHABET", "HELDOUT_MOD", "SKILLS", "Skill", "SyntheticTask", "get_skill",
+__all__: Sequence[str] = ("ALPHABET", "HELDOUT_MOD", "MISRATED", "SKILLS", "Skill", "SyntheticTask", "get_skill",
                           "is_heldout", "make_task", "task_names", "training_example",
                           "training_examples")
