@@ -9,8 +9,8 @@ running `make demo`), trains each variant on the training checkpoints but the la
 mean within-cell AUROC on the last one's non-test questions: the one protocol settings are chosen
 on. Test questions and later checkpoints are never read. A variant is `family[+tweak...]`:
 rank<w> (within-cell ranking term of weight w), wd<x> (weight decay), pertask / shared (one head per
-task / one shared head), noanchor / nocenter (hybrid without the NLL anchor / the cell centering),
-ens<n> (mean logit of n seeds).
+task / one shared head), noanchor (hybrid without the NLL anchor), center / nocenter (features
+centered per cell or not), ens<n> (mean logit of n seeds).
 """
 from __future__ import annotations
 
@@ -45,8 +45,8 @@ def _variant(spec: str) -> tuple[str, dict, dict, int]:
       head["per_task_heads"] = t == "pertask"
     elif t == "noanchor":
       head["nll_anchor"] = False
-    elif t == "nocenter":
-      head["center"] = "none"
+    elif t in ("center", "nocenter"):
+      head["center"] = "checkpoint_task" if t == "center" else "none"
     elif t.startswith("ens"):
       seeds = int(t[3:])
     else:

@@ -22,8 +22,8 @@ def get_config(arg=None):
   c.train.lr = 3e-3
   c.train.wd = 1e-3
   # Selection protocol (frozen testbed, seed 0; benchmarks/probe_selection.py): rank_weight 0 / 1 / 4 /
-  # 16 -> within-cell AUROC 0.652 / 0.645 / 0.642 / 0.636; one head per task 0.597 (with rank 16);
-  # 3 seeds' mean logit 0.647 (rank 0). On the earlier mixture rank 16 had won (0.626 vs 0.574).
+  # 16 -> within-cell AUROC 0.653 / 0.645 / 0.641 / 0.636; one head per task 0.600; 3 seeds' mean
+  # logit 0.647. On the earlier mixture rank 16 had won (0.626 vs 0.574).
   c.train.rank_weight = 0.0
   c.train.epochs = 100
   c.train.batch = 512

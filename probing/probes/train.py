@@ -6,9 +6,7 @@ question split and earlier-predicts-later checkpoint split). Standardization sta
 from training rows only; early stopping (model selection) uses validation rows only; test rows
 are never passed to the trainer (the tests poison them to prove it). The whole loop runs in one
 jit: a `lax.while_loop` over validation rounds (stopping after `patience` rounds without
-improvement), each a `lax.scan` over epochs and minibatches (rows shuffled once per fit; each
-epoch cuts them into minibatches at a random offset and visits those in a random order, which
-costs a fraction of a fresh permutation per epoch), with adamw (decoupled weight
+improvement), each a `lax.scan` over epochs and minibatches, with adamw (decoupled weight
 decay on kernels) on BCE against the soft pass@1 c/k, or MSE. Heads are one shared head with a
 task embedding, or one per task. Baselines on the same splits: `probing.eval.baselines`.
 """
@@ -114,10 +112,8 @@ def _trainer(graphdef, hp: TrainConfig, has_val: bool):
       key, sub = jax.random.split(key)
       if nb == 1 and bsz == n:
         idx = jnp.arange(n)[None]
-      else:  # rows were shuffled once; each epoch cuts them at a random offset, blocks in random order
-        k_off, k_ord = jax.random.split(sub)
-        start = jax.random.randint(k_off, (), 0, n) + jax.random.permutation(k_ord, nb) * bsz
-        idx = (start[:, None] + jnp.arange(bsz)[None]) % n
+      else:
+        idx = jax.random.permutation(sub, n)[jnp.arange(nb * bsz) % n].reshape(nb, bsz)
 
       def step(c, ix):
         p, s = c
@@ -138,10 +134,6 @@ def _trainer(graphdef, hp: TrainConfig, has_val: bool):
       return (p, s, best, jnp.where(better, vl, best_loss), jnp.where(better, 0, bad + 1),
               ep + hp.eval_every, key, losses[-1])
 
-    if not (nb == 1 and bsz == n):  # one full permutation per fit: a sort of n rows costs as much as an epoch
-      key, sub = jax.random.split(key)
-      order = jax.random.permutation(sub, n)
-      train = jax.tree.map(lambda a: a[order], train)
     init = (params, tx.init(params), params, jnp.inf, 0, 0, key, jnp.nan)
     out = jax.lax.while_loop(lambda c: (c[5] < hp.epochs) & (c[4] < hp.patience), round_, init)
     val_p = jax.nn.sigmoid(nnx.merge(graphdef, out[2], rest)(val)) if has_val else jnp.zeros((0,))
