@@ -7,8 +7,8 @@ rows that are already done. Here R row slots decode together in chunks: one jit 
 steps, or when every row is done); the host then admits the next pending (prompt, sample) units
 into the free slots (one jit: prefill + scatter into the caches) and decoding goes on. Shapes are
 fixed for a run (slots, prompt width, admit sizes in powers of two), so a run compiles a few times.
-A run whose rows all fit in the slots at once, with nothing shared but each prompt, has nothing to
-refill: it runs the static sampler's single program instead.
+A run whose rows all fit in the slots at once has nothing to refill: without a shared prefix or
+the extra greedy row, it runs the static sampler's single program instead.
 
 What keeps it right, as in the static sampler (tests/test_labels.py and tests/test_sampling.py
 compare the two):

@@ -103,6 +103,17 @@ def test_continuous_with_a_shared_prefix_matches_static(hf_pair):
   assert {len(s) for w in want for s in w} != {16}  # some rows stopped early (EOS), others ran on
 
 
+def test_continuous_run_that_fits_at_once_is_the_static_one(hf_pair, monkeypatch):
+  """Every row fits in the slots: nothing to refill, so the static program runs (no admit) and
+  the tokens are the static sampler's."""
+  _, model, _ = hf_pair
+  prompts, ids = _prompts([4, 9, 25], seed=3), ["q0", "q1", "q2"]
+  params = sampling.SamplingParams(temperature=1.0, top_p=0.95, num_samples=2, max_new_tokens=12, seed=3)
+  want = sampling.generate(model, prompts, ids, params, pad_id=PAD, eos_id=EOS)
+  monkeypatch.setattr(continuous, "_admit_jit", None)  # would fail if the engine admitted anything
+  assert continuous.generate(model, prompts, ids, params, pad_id=PAD, eos_id=EOS, rows=6) == want
+
+
 def test_kv_budget_sizes_the_engine(hf_pair):
   """`cache_bytes` is what the engine allocates, and `slots_for_budget` the most rows that fit."""
   _, model, _ = hf_pair
