@@ -87,8 +87,8 @@ def _one_draw(cell, n, rng, *, k, strata, alpha):
   extra = (n / N) * within.mean() / n
   out = []
   for e, var, dof in ((ao, ao.std_err ** 2, n - 1), (pp, var_pp, df)):
-    var = max(var + extra, floor ** 2)  # as `audited_accuracy` reports it
-    out.append((e.value, audited_lib.t_quantile(alpha, dof) * np.sqrt(var), var, e.lam))
+    total = max(var + extra, floor ** 2)  # as `audited_accuracy` reports it
+    out.append((e.value, audited_lib.t_quantile(alpha, dof) * np.sqrt(total), total, e.lam))
   return out
 
 
