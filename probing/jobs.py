@@ -6,9 +6,12 @@ extract, data) and writes what its script promises; `launch/extract.py`, `train_
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Callable
+
+from etils import epath
 
 from models import io, multihost
 from models import sharding as sharding_lib
@@ -145,8 +148,11 @@ def predict(c, *, timing_repeats: int = 1, log: Callable[[str], None] = lambda _
   wall time of each stage; with `data.labels`, the measured accuracy and AUROC beside them), and
   with `lm_eval_dir` the same predictions as an lm-eval run (`probing.interop.write_lm_eval`).
   With `data.audit_labels` (labels of a random audit, `launch.label --config.data.audit=N`), the
-  summary's `audit` holds each audited task's PPI++ accuracy with its 95% interval and the
-  "probe stale: relabel" alarm (`probing.eval.audited.audit_tasks`).
+  summary's `audit` holds each audited task's PPI++ accuracy with its 95% interval, the
+  "probe stale: relabel" alarm (`probing.eval.audited.audit_tasks`) and the offset this audit
+  fits. `data.previous_audit` (the summary.json of a predict run with audit labels at an earlier
+  checkpoint) carries that offset here: `carried` holds each task's accuracy from the probe
+  through it, and the stale test reads it (`probing.eval.audited.recalibration`).
   Tasks and prompt formats the probe's card does not know are refused before the model is read;
   a checkpoint step outside the card's validity window is warned about (and in the summary).
   `timing_repeats` >= 2 adds warm timings (the first run compiles); `on_batch(i, n)` follows the
@@ -161,6 +167,8 @@ def predict(c, *, timing_repeats: int = 1, log: Callable[[str], None] = lambda _
   formats = {tk.name: tk.format_hash() for tk in task_list}
   probe.check_tasks(formats, name=c.probe, formats=formats)  # before the model is read
   ck = inspect_data_checkpoint(c.data)
+  offsets = previous_offsets(c.data.previous_audit, probe.card["family"], ck.step) if c.data.get(
+      "previous_audit") else None
   check_tokenizer(probe.card, ck.tokenizer, c.probe)
   spec = probe.extract_spec(batch_size=c.extract.batch_size)
   checkpoints.check_layers(ck, spec.layers + ((spec.token_layer,) if spec.token_layer is not None else ()),
@@ -192,8 +200,10 @@ def predict(c, *, timing_repeats: int = 1, log: Callable[[str], None] = lambda _
              "validity_warning": cards.step_warning(probe.card, ck.step, c.probe)}
   if labels is not None:
     summary["metrics"] = evaluate(pred.data, pred.p)
+  if offsets is not None:
+    summary["carried"] = carried(pred, offsets, c.data.previous_audit, log)
   if c.data.get("audit_labels"):
-    summary["audit"] = audited(c, pred, ck.name, log)
+    summary["audit"] = audited(c, pred, ck.name, log, offsets)
   if not multihost.is_writer():  # every process holds every prediction; process 0 writes them
     return summary
   io.mkdirs(c.out)
@@ -207,13 +217,50 @@ def predict(c, *, timing_repeats: int = 1, log: Callable[[str], None] = lambda _
   return summary
 
 
-def audited(c, pred, checkpoint: str, log: Callable[[str], None]) -> dict:
+def previous_offsets(path: str, family: str, step: int | None) -> dict[str, float]:
+  """task -> the offset the audit of an earlier predict run fitted (its summary.json, or the dir
+  holding it). Refused: a summary without an audit, another probe family, a checkpoint not before
+  this one (carrying an offset backwards in training would read the future)."""
+  flag = f"--config.data.previous_audit={path}"
+  file = epath.Path(path if path.endswith(".json") else os.path.join(path, "summary.json"))
+  if not file.exists():
+    raise FileNotFoundError(f"{flag}: no {file}")
+  try:
+    prev = json.loads(file.read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{flag}: {file} is not JSON ({e})") from None
+  if not prev.get("audit"):
+    raise ValueError(f"{flag}: {file} has no audit (run that predict with --config.data.audit_labels)")
+  if prev.get("family") != family:
+    raise ValueError(f"{flag}: its probe is a {prev.get('family')!r} probe, this one a {family!r} probe; an "
+                     "offset belongs to the probe its audit read")
+  if step is not None and prev.get("checkpoint_step") is not None and int(prev["checkpoint_step"]) >= int(step):
+    raise ValueError(f"{flag}: its checkpoint (step {prev['checkpoint_step']}) is not before this one (step {step})")
+  missing = sorted(t for t, a in prev["audit"].items() if "recalibration" not in a)
+  if missing:
+    raise ValueError(f"{flag}: task(s) {missing} in {file} have no 'recalibration' (written by an older version)")
+  return {t: float(a["recalibration"]) for t, a in prev["audit"].items()}
+
+
+def carried(pred, offsets: dict[str, float], source: str, log: Callable[[str], None]) -> dict:
+  """task -> the probe's task accuracy through the offset carried from an earlier audit."""
+  from probing.eval import audited as audited_lib  # pylint: disable=import-outside-toplevel
+  out = {}
+  for task in sorted(set(map(str, pred.data.task)) & set(offsets)):
+    p = audited_lib.recalibrate(pred.p[pred.data.task == task], offsets[task])
+    out[task] = {"offset": offsets[task], "predicted": float(p.mean()), "from": source}
+    log(f"predict: {task}: {out[task]['predicted']:.3f} through the offset {offsets[task]:+.3f} of the audit in "
+        f"{source}")
+  return out
+
+
+def audited(c, pred, checkpoint: str, log: Callable[[str], None], offsets: dict[str, float] | None = None) -> dict:
   """task -> the audited estimate at `checkpoint` from the labels at `data.audit_labels`."""
   from probing.eval import audited as audited_lib  # pylint: disable=import-outside-toplevel
   records = [r for r in labels_lib.read_labels(c.data.audit_labels) if str(r["checkpoint"]) == checkpoint]
   if not records:
     raise ValueError(f"--config.data.audit_labels={c.data.audit_labels}: no labels of checkpoint {checkpoint!r}")
-  out = audited_lib.audit_tasks(pred.records(), records, stale_tolerance=c.stale_tolerance)
+  out = audited_lib.audit_tasks(pred.records(), records, stale_tolerance=c.stale_tolerance, offsets=offsets)
   for task, a in out.items():
     lo, hi = a["ppi"]["ci"]
     log(f"predict: {task}: audited accuracy {a['ppi']['estimate']:.3f} [{lo:.3f}, {hi:.3f}] (PPI++, {a['n']} of "

@@ -35,6 +35,7 @@ from models import io, multihost
 from probing import cards
 from probing import features as features_lib
 from probing import tensorboard
+from probing.eval import audited as audited_lib
 from probing.probes.trained import ProbeWindowWarning
 from probing import tasks as task_registry
 
@@ -73,6 +74,8 @@ class ProbeMonitor:
     self.history: list[dict] = []
     self.call_seconds: list[float] = []
     self._warned: set[str] = set()  # probes already warned about a step outside their validity window
+    # (probe, task) -> the offset the last audit fitted, carried into every later call.
+    self.offsets: dict[tuple[str, str], float] = {}
 
   def predict(self, step: int, model, audit_labels: Sequence[Mapping] | None = None) -> list[dict]:
     """Extracts features from `model` as it is now and applies every probe; returns records.
@@ -80,7 +83,10 @@ class ProbeMonitor:
     `audit_labels`: label records (task, question_id, c, k) of a random audit of the monitored
     questions at this step (e.g. `launch.label --config.data.audit=32` on the saved checkpoint);
     records of audited tasks then carry the audited estimate (`probing.eval.audited.audit_tasks`:
-    PPI++ with its 95% t interval) and `stale`, the "probe stale: relabel" alarm."""
+    PPI++ with its 95% t interval) and `stale`, the "probe stale: relabel" alarm. Each audit's
+    offset (`probing.eval.audited.recalibration`) is carried into later calls: their records add
+    `predicted_recalibrated`, the probe's accuracy through it, and the next audit's stale test
+    reads it."""
     # Training steps are dispatched asynchronously: wait for the queued ones first, so their time
     # is not counted as the monitor's.
     if self.forward is None:
@@ -104,19 +110,23 @@ class ProbeMonitor:
       data, p = pred.data, pred.p
       audited = {}
       if audit_labels:
-        from probing.eval import audited as audited_lib  # pylint: disable=import-outside-toplevel
-        audited = audited_lib.audit_tasks(pred.records(), audit_labels)
+        audited = audited_lib.audit_tasks(pred.records(), audit_labels,
+                                          offsets={t: s for (n, t), s in self.offsets.items() if n == name})
       for task in self.questions:
         rows = data.task == task
         low, high = _bootstrap_interval(np.asarray(p)[rows])
         records.append({"step": int(step), "probe": name, "task": task, "predicted": float(np.mean(p[rows])),
                         "predicted_low": low, "predicted_high": high,
                         "n_questions": int(rows.sum()), "in_validity_window": outside is None})
+        if (name, task) in self.offsets:
+          records[-1]["predicted_recalibrated"] = float(
+              audited_lib.recalibrate(np.asarray(p)[rows], self.offsets[(name, task)]).mean())
         if task in audited:
           a = audited[task]
           records[-1].update(audited=a["ppi"]["estimate"], audited_low=a["ppi"]["ci"][0],
                              audited_high=a["ppi"]["ci"][1], audit_size=a["n"], stale=a["alarm"],
                              residual_p_value=a["residual_p_value"])
+          self.offsets[(name, task)] = a["recalibration"]
           if a["alarm"]:
             self.log(f"probe stale: relabel ({name} on {task} at step {step}: the audit puts its accuracy off "
                      f"by more than {a['stale_tolerance']}, p = {a['residual_p_value']:.3g})")

@@ -64,7 +64,8 @@ def as_writer(writer: "ScalarWriter | str | os.PathLike | None") -> ScalarWriter
 # Record fields logged per (task, probe), and the tag each gets.
 _FIELDS = (("predicted", "predicted"), ("predicted_low", "predicted_low"), ("predicted_high", "predicted_high"),
            ("measured", "measured"), ("audited", "audited"), ("audited_low", "audited_low"),
-           ("audited_high", "audited_high"), ("drift", "drift"))
+           ("audited_high", "audited_high"), ("predicted_recalibrated", "predicted_recalibrated"),
+           ("drift", "drift"))
 
 
 def record_scalars(records: Iterable[Mapping]) -> dict[str, float]:

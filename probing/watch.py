@@ -34,6 +34,7 @@ from etils import epath
 from models import io
 from probing import checkpoints as checkpoints_lib
 from probing import tensorboard
+from probing.eval import audited as audited_lib
 
 TIMELINE = "timeline.jsonl"
 FIGURE = "timeline.png"
@@ -301,6 +302,7 @@ class Watcher:
   def probe_checkpoint(self, name: str, step: int, c: Candidate) -> list[dict]:
     """Every probe on one checkpoint -> its records (nothing written)."""
     ck = checkpoints_lib.open_checkpoint(c.path, mesh=self.mesh, tokenizer=self.tokenizer, name=name, step=step)
+    offsets = audited_lib.offsets_before(read_timeline(self.out), int(ck.step))
     records = []
     for probe_name, probe in self.probes.items():
       spec = probe.extract_spec(**({"batch_size": self.batch_size} if self.batch_size else {}))
@@ -318,20 +320,25 @@ class Watcher:
                "in_validity_window": probe.check_step(ck.step, probe_name) is None}
         if drift is not None:  # set by a drift check on the probe's card
           rec["drift_threshold"] = drift
-        rec.update(self._measured(ck.name, task, pred.data.question_id[rows], pred.p[rows]))
+        offset = offsets.get((probe_name, task))
+        if offset is not None:
+          rec.update(carried_offset=offset,
+                     predicted_recalibrated=float(audited_lib.recalibrate(pred.p[rows], offset).mean()))
+        rec.update(self._measured(ck.name, task, pred.data.question_id[rows], pred.p[rows], offset))
         records.append(rec)
     del ck
     return records
 
-  def _measured(self, checkpoint: str, task: str, qids, p) -> dict:
+  def _measured(self, checkpoint: str, task: str, qids, p, offset: float | None = None) -> dict:
     """Measured accuracy where every question has labels; the audited estimate
-    (`probing.eval.audited.audited_accuracy`: PPI++ with its t interval, and the stale alarm) where
-    only a random audit is labelled (`launch.label --config.data.audit=N`), or, with `audit_size`,
-    from a seeded random audit of fully labelled questions."""
+    (`probing.eval.audited.audited_accuracy`: PPI++ with its t interval, the stale alarm through
+    the `offset` carried from the last audit, and this audit's own offset) where only a random
+    audit is labelled (`launch.label --config.data.audit=N`), or, with `audit_size`, from a seeded
+    random audit of fully labelled questions."""
     labels = self.labels.get((checkpoint, task))
     if not labels:
       return {}
-    from probing.eval import audit, audited as audited_lib  # pylint: disable=import-outside-toplevel
+    from probing.eval import audit  # pylint: disable=import-outside-toplevel
     have = np.asarray([i for i, q in enumerate(qids) if str(q) in labels], np.int64)
     y, k = (np.asarray([labels[str(qids[i])][j] for i in have]) for j in (0, 1))
     out = {"n_labelled": len(have)}
@@ -344,9 +351,10 @@ class Watcher:
         return out
     if len(have) < 2:
       return out
-    est = audited_lib.audited_accuracy(p, y, p[have], k_audit=k)
+    est = audited_lib.audited_accuracy(p, y, p[have], k_audit=k, offset=offset)
     out.update(audited=est["ppi"]["estimate"], audited_low=est["ppi"]["ci"][0], audited_high=est["ppi"]["ci"][1],
-               audit_size=est["n"], stale=est["alarm"], residual_p_value=est["residual_p_value"])
+               audit_size=est["n"], stale=est["alarm"], residual_p_value=est["residual_p_value"],
+               recalibration=est["recalibration"])
     if est["alarm"]:
       self.report(f"probe stale: relabel ({task} at {checkpoint}: the audit puts the probe's accuracy "
                   f"off by more than {est['stale_tolerance']}, p = {est['residual_p_value']:.3g})")

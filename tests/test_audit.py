@@ -399,3 +399,19 @@ def test_audit_tasks_joins_records_and_names_the_culprit():
     audited.audit_tasks(preds, labels + [{"task": "t", "question_id": "q999", "c": 1, "k": 8}])
   with pytest.raises(ValueError, match="labelled twice"):
     audited.audit_tasks(preds, labels + labels[:1])
+
+
+def test_recalibration_matches_the_audit_mean_and_keeps_the_ranking():
+  rng = np.random.default_rng(3)
+  p = rng.uniform(0.05, 0.95, size=40)
+  y = rng.binomial(8, np.clip(p - 0.3, 0, 1)) / 8
+  s = audited.recalibration(y, p, 8)
+  q = audited.recalibrate(p, s)
+  assert s < 0 and q.mean() == pytest.approx(y.mean(), abs=1e-8)
+  assert np.array_equal(np.argsort(q), np.argsort(p))
+  assert np.array_equal(audited.recalibrate(p, None), p) and np.array_equal(audited.recalibrate(p, 0.0), p)
+  # No success in 40 x 8 samples: the target is half a sample above 0, a finite offset.
+  s0 = audited.recalibration(np.zeros(40), p, 8)
+  assert np.isfinite(s0) and audited.recalibrate(p, s0).mean() == pytest.approx(0.5 / 320, rel=1e-6)
+  with pytest.raises(ValueError, match="p_audit"):
+    audited.recalibration(y, np.append(p[:-1], 1.5))

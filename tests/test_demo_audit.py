@@ -17,9 +17,10 @@ def _sigmoid(x):
 
 
 def _records(*, tasks=("a", "b"), steps=(10, 20, 30, 40), later_from=30, N=300, k=8, bias=0.1, seed=0,
-             informative=True, calibrated=False):
+             informative=True, calibrated=False, logit_bias=0.0):
   """predictions.jsonl / labels.jsonl rows: latent ease z per question, true pass rate pi(z, step),
-  c ~ Bin(k, pi); the probe's p tracks pi (noisily, shifted by `bias` at later steps)."""
+  c ~ Bin(k, pi); the probe's p tracks pi (noisily, shifted by `bias`, and on the logit scale by
+  `logit_bias`, at later steps)."""
   rng = np.random.default_rng(seed)
   preds, labels = [], []
   for t in tasks:
@@ -30,8 +31,9 @@ def _records(*, tasks=("a", "b"), steps=(10, 20, 30, 40), later_from=30, N=300, 
       if calibrated:
         p = pi
       elif informative:
-        p = np.clip(_sigmoid(-1.0 + 0.02 * step + 1.5 * z + 0.5 * rng.normal(size=N))
-                    + (bias if step >= later_from else 0.0), 0, 1)
+        later = step >= later_from
+        p = np.clip(_sigmoid(-1.0 + 0.02 * step + 1.5 * z + 0.5 * rng.normal(size=N) + (logit_bias if later else 0.0))
+                    + (bias if later else 0.0), 0, 1)
       else:
         p = rng.uniform(size=N)
       for i in range(N):
@@ -146,7 +148,7 @@ def test_pass_at_k_spread_calibration_undoes_jensen():
       labels.append({"checkpoint_step": step, "task": "a", "question_id": str(i), "k": 8,
                      "c": 8 if solved[i] else 0})
   out = pak_demo.pass_at_k_summary(preds, labels, family="f", ks=(8,))["8"]
-  assert out["abs_error_mean"] > 0.5  # 1 - 0.7^8 = 0.94 against a measured 0.3
+  assert out["probe_alone"]["abs_error_mean"] > 0.5  # 1 - 0.7^8 = 0.94 against a measured 0.3
   assert out["calibrated"]["abs_error_mean"] < 0.05
   assert pak_demo.spread_pass_at_k(np.array([0.3]), 8, 1e-3)[0] == pytest.approx(0.3, abs=1e-2)
   assert pak_demo.spread_pass_at_k(np.array([0.3]), 8, 1e6)[0] == pytest.approx(1 - 0.7 ** 8, abs=1e-4)
@@ -244,7 +246,7 @@ def test_audited_pass_at_k_removes_the_probes_bias():
   preds, labels = _records(tasks=("a",), bias=0.15, N=300, seed=4)
   out = audit.pass_at_k_summary(preds, labels, family="fam", ks=(1, 8), audit_size=32, draws=60)
   for k in ("1", "8"):
-    assert out[k]["abs_error_mean"] > 0.06  # misses the 0.05 bar
+    assert out[k]["probe_alone"]["abs_error_mean"] > 0.06  # misses the 0.05 bar
     assert out[k]["audited"]["abs_error_mean"] < 0.05
     assert out[k]["audited"]["coverage"] >= 0.85
 
@@ -273,3 +275,58 @@ def test_residual_test_tolerance():
     assert (drift.residual_test(y, p, N=4000, tolerance=0.1)[1] < 0.05) == tol
   m, pv = drift.residual_test(y, y - 0.01, tolerance=0.0)
   assert pv == 0.0 and drift.residual_test(y, y - 0.01, tolerance=0.02)[1] == 1.0
+
+
+# ----------------------------------------------------------------------------- carried offsets
+
+
+def test_carried_offsets_come_from_the_previous_later_audit():
+  """A task's first later cell carries nothing; the next carries, draw by draw, the recalibration
+  of the previous later cell's audit draws (the same draws the drift alarm reads)."""
+  from probing.demo import carry
+  from probing.demo.records import join_cells
+  preds, labels = _records(tasks=("a",), steps=(10, 20, 30, 40, 50), later_from=30, N=80, bias=0.2)
+  cells = join_cells(preds, labels, "fam", role="later")
+  out = carry.carried_offsets(cells, [30, 40, 50], audit_size=16, draws=3, seed=7)
+  assert out[("a", 30)] is None and len(out[("a", 40)]) == 3
+  prev = cells[("a", 40)]
+  for idx, offset in zip(carry.audit_draws("a", 40, len(prev["p"]), 16, 3, 7), out[("a", 50)]):
+    assert len(idx) == 16
+    assert offset == pytest.approx(audited_lib.recalibration(prev["c"][idx] / prev["k"][idx], prev["p"][idx],
+                                                             prev["k"][idx]))
+  assert np.median(out[("a", 50)]) < 0  # a probe 0.2 too optimistic is moved down
+  # pass@8: the offset at which the audited questions' predicted pass@8 (Beta spread) is their
+  # measured one.
+  draws = carry.audit_draws("a", 40, len(prev["p"]), 16, 3, 7)
+  for idx, s in zip(draws, pak_demo._pass_at_k_offsets(8, 2.0)(prev, draws)):
+    q = audited_lib.recalibrate(prev["p"][idx], s)
+    measured = metrics.pass_at_k(prev["k"][idx].astype(int), prev["c"][idx].astype(int), 8).mean()
+    assert pak_demo.spread_pass_at_k(q, 8, 2.0).mean() == pytest.approx(measured, abs=1e-6)
+
+
+def test_a_constant_bias_alarms_once_with_the_carried_offset():
+  """A probe far too pessimistic at every later checkpoint (a skill learned after its labels): the
+  residual test on the probe as trained fires at each of them; through the offset the previous
+  audit fitted it fires at the first only, and the one-pass pass@k through that offset meets the
+  0.05 bar the probe as trained misses."""
+  rng = np.random.default_rng(1)
+  steps = (10, 20, 30, 40, 50, 60)
+  preds, labels = _records(tasks=("a", "b", "c"), steps=steps, later_from=40, N=200, bias=0.0, logit_bias=-2.5,
+                           seed=2)
+  d = audit.drift_summary(preds, labels, _feature_sets(rng, steps, regress_task=None), family="fam",
+                          train_steps=[10, 20, 30], later_steps=[40, 50, 60], layers=(), nll=True, draws=40)
+  for key, v in d["cells"].items():
+    first = key.endswith("@40")
+    assert v["alarm_as_trained"] and v["residual_alarm_rate_as_trained"] > 0.9, key
+    assert v["residual_alarm"] == first and (v["carried_offset"] is None) == first, (key, v)
+    assert abs(v["true_bias"]) < 0.1 if not first else v["true_bias"] == v["true_bias_as_trained"]
+  assert d["settings"]["carry"] is True
+  plain = audit.drift_summary(preds, labels, _feature_sets(rng, steps, regress_task=None), family="fam",
+                              train_steps=[10, 20, 30], later_steps=[40, 50, 60], layers=(), nll=True, draws=40,
+                              carry=False)
+  assert all(v["residual_alarm"] and v["carried_offset"] is None for v in plain["cells"].values())
+  pk = audit.pass_at_k_summary(preds, labels, family="fam", ks=(1, 8), audit_size=32, draws=40)
+  for k in ("1", "8"):
+    cells = {key: v for key, v in pk[k]["per_cell"].items() if not key.endswith("@40")}
+    assert pk[k]["probe_alone"]["abs_error_mean"] > 0.1
+    assert np.mean([abs(v["carried"] - v["measured"]) for v in cells.values()]) < 0.05, k

@@ -40,6 +40,11 @@ def run(tmp_path_factory):
   return root
 
 
+def io_read_jsonl(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
 def _config(root, **data):
   c = linear.get_config("testbed")
   c.data.update(dict(features=str(root / "features"), labels=str(root / "labels"), tasks=TASKS, limit=20) | data)
@@ -83,7 +88,29 @@ def test_extract_train_predict(run):
   assert batches and set(batches) == {len(batches)}  # one progress call per batch of the prefill
   assert list(a) == ["syn_add"] and (a["syn_add"]["n"], a["syn_add"]["N"]) == (8, 20)
   assert a["syn_add"]["ppi"]["ci"][0] <= a["syn_add"]["ppi"]["estimate"] <= a["syn_add"]["ppi"]["ci"][1]
-  c.data.audit_labels = None
+  # The offset of that audit carried into a later predict: refused at the same step (it would read
+  # no earlier audit), taken from an audit of step 30 at step 40.
+  c.data.previous_audit = str(run / "predict")
+  with pytest.raises(ValueError, match=r"previous_audit=.*step 40\) is not before this one"):
+    jobs.predict(c)
+  early = _config(run, checkpoint=str(run / "ckpts" / "step_000030"), limit=20)
+  early.probe, early.out = c.probe, str(run / "predict30")
+  labs30 = [r for r in read_labels(c.data.labels) if r["checkpoint"] == "step_000030" and r["task"] == "syn_add"]
+  keep30 = set(audit.audit_questions([r["question_id"] for r in labs30], 8, seed=0, task="syn_add"))
+  with open(run / "audit" / "step_000030.jsonl", "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in labs30 if r["question_id"] in keep30)
+  early.data.audit_labels = str(run / "audit")
+  offset = jobs.predict(early)["audit"]["syn_add"]["recalibration"]
+  c.data.previous_audit = str(run / "predict30" / "summary.json")
+  s40 = jobs.predict(c)
+  assert s40["carried"]["syn_add"]["offset"] == pytest.approx(offset) and "syn_sub" not in s40["carried"]
+  assert s40["audit"]["syn_add"]["carried_offset"] == pytest.approx(offset)
+  p = np.asarray([r["p"] for r in io_read_jsonl(run / "predict" / "predictions.jsonl") if r["task"] == "syn_add"])
+  assert s40["carried"]["syn_add"]["predicted"] == pytest.approx(float(audit.recalibrate(p, offset).mean()))
+  c.data.previous_audit = str(run / "lm_eval")  # no summary.json there
+  with pytest.raises(FileNotFoundError, match="previous_audit"):
+    jobs.predict(c)
+  c.data.audit_labels = c.data.previous_audit = None
   c.data.tasks = "syn_mul"  # not trained on: refused before the checkpoint is read
   with pytest.raises(ValueError, match=r"not trained on task\(s\) \['syn_mul'\]"):
     jobs.predict(c)

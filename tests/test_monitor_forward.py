@@ -81,3 +81,19 @@ def test_monitor_reports_the_audited_estimate_given_audit_labels(testbed_run, te
   a, b = records
   assert "audited" not in b and a["audit_size"] == 6 and a["audited_low"] <= a["audited"] <= a["audited_high"]
   assert isinstance(a["stale"], bool) and any("probe stale" in m for m in logs) == a["stale"]
+  assert "predicted_recalibrated" not in a  # no audit before this one
+  # The audit's offset is carried into the next call: the audited task's accuracy through it, and
+  # the next audit's stale test reads p through it.
+  offset = monitor.offsets[("linear", TASKS[0])]
+  p = np.asarray([r["p"] for r in load_probe(testbed_probe["probe"]).predict_model(
+      model, tok, {TASKS[0]: questions[TASKS[0]]}, checkpoint="x", checkpoint_step=step).records()])
+  y = {r["question_id"]: r["c"] / r["k"] for r in audit_labels}
+  a2, b2 = monitor.maybe_run(step, model, audit_labels=audit_labels)
+  assert "predicted_recalibrated" not in b2
+  assert a2["predicted_recalibrated"] == pytest.approx(float(audit.recalibrate(p, offset).mean()), abs=1e-5)
+  assert a2["predicted_recalibrated"] != a2["predicted"]
+  ids = sorted(y)
+  by_id = dict(zip([q.id for q in questions[TASKS[0]]], p))
+  assert offset == pytest.approx(audit.recalibration([y[q] for q in ids], [by_id[q] for q in ids],
+                                                     [r["k"] for r in sorted(audit_labels, key=lambda r: r["question_id"])]),
+                                 abs=1e-5)

@@ -73,3 +73,12 @@ def test_watcher_audits_with_labels_of_a_random_audit_only(tmp_path, testbed_run
   assert labelled and all("measured" not in r and r["audit_size"] == 6 for r in labelled)
   assert all(r["audited_low"] <= r["audited"] <= r["audited_high"] and isinstance(r["stale"], bool)
              for r in labelled)
+  # Each audit's offset is carried to the next checkpoint: the timeline can be replayed by hand.
+  by = {(r["checkpoint_step"], r["task"]): r for r in watch.read_timeline(str(tmp_path / "out"))}
+  steps = sorted({s for s, _ in by})
+  for task in TASKS:
+    assert "carried_offset" not in by[(steps[0], task)]
+    for prev, step in zip(steps, steps[1:]):
+      r = by[(step, task)]
+      assert r["carried_offset"] == pytest.approx(by[(prev, task)]["recalibration"])
+      assert 0.0 < r["predicted_recalibrated"] < 1.0

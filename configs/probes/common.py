@@ -102,6 +102,7 @@ def base_config(family: str, arg: str | None) -> ml_collections.ConfigDict:
   c.data.features = config_dict.placeholder(str)  # root of the feature stores
   c.data.labels = config_dict.placeholder(str)  # label JSONL file(s), comma-separated, or a dir
   c.data.audit_labels = config_dict.placeholder(str)  # predict: labels of a random audit -> audited accuracy
+  c.data.previous_audit = config_dict.placeholder(str)  # predict: an earlier audited run's summary.json -> its offset
   c.data.tasks = config_dict.placeholder(str)  # comma-separated, * patterns; default: all found
   c.data.limit = config_dict.placeholder(int)  # questions per task (extraction)
   c.data.checkpoint = config_dict.placeholder(str)  # HF dir or orbax checkpoint (extract, predict, submodel)

@@ -19,6 +19,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from scipy.special import ndtri
 
+from probing.demo import carry as carry_lib
 from probing.demo.pass_at_k import pass_at_k_summary
 from probing.demo.records import cell_key, join_cells, num
 from probing.eval import audit as audit_lib
@@ -253,7 +254,8 @@ def drift_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping], fea
                   family: str, train_steps: Sequence[int], later_steps: Sequence[int],
                   layers: Sequence[int] = (), pooling: str = "last+mean", center: bool = False,
                   nll: bool = False, audit_size: int = 32, draws: int = 200, seed: int = 0,
-                  alpha: float = 0.01, residual_alpha: float = 0.05, stale_tolerance: float = 0.1) -> dict:
+                  alpha: float = 0.01, residual_alpha: float = 0.05, stale_tolerance: float = 0.1,
+                  carry: bool = True) -> dict:
   """summary.json `drift`: `{cells: {"task@step": {...}}, by_task: {...}, settings}`.
 
   Per later cell: `score`, the largest backwards step along the task's learning direction from
@@ -264,11 +266,15 @@ def drift_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping], fea
   probe's own inputs are the natural choice, but pooled activations move with training whatever
   a skill does (they never fire on the testbed's regression); `layers=(), nll=True` (the NLL
   every demo store holds) is the score that does. Residual test: `residual_p_value` of the
-  audit's first draw (the same draw as `audit_summary`'s representative one, n = audit_size) for
-  H0: |mean(Y - p)| <= stale_tolerance (PPI++ corrects a smaller bias; a probe off by more is
-  stale), `residual_alarm_rate` the share of `draws` audits rejecting at `residual_alpha`.
-  alarm = score_alarm or residual_alarm. `true_bias` (mean y - p over all the cell's questions)
-  is for evaluating the alarms only; no alarm reads it.
+  audit's first draw (`probing.demo.carry.audit_draws`, n = audit_size) for H0: |mean(Y - p)| <=
+  stale_tolerance (PPI++ corrects a smaller bias; a probe off by more is stale),
+  `residual_alarm_rate` the share of `draws` audits rejecting at `residual_alpha`. With `carry`, p
+  is the probe through the offset the task's previous later audit fitted (same draw;
+  `probing.demo.carry`): the alarm asks whether the task moved away from the probe since the last
+  audit, not again whether the probe as trained is off. The `*_as_trained` fields are the same
+  test on the probe as trained. alarm = score_alarm or residual_alarm. `true_bias` (mean y - p
+  over all the cell's questions, p as the test read it on the first draw) is for evaluating the
+  alarms only; no alarm reads it.
   """
   if int(draws) < 1:
     raise ValueError(f"draws: need >= 1 audit draw, got {draws}")
@@ -276,6 +282,8 @@ def drift_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping], fea
   later = sorted(int(s) for s in later_steps)
   cells = join_cells(predictions, labels, family)
   feats = _task_features(feature_sets, tuple(layers), pooling, center, nll)
+  offsets = carry_lib.carried_offsets({c: v for c, v in cells.items() if c[1] in later}, later,
+                                      audit_size=audit_size, draws=draws, seed=seed) if carry else {}
   out, by_task = {}, {}
   for task in sorted(feats):
     rows, paired = _aligned({s: v for s, v in feats[task].items() if s in train or s in later})
@@ -292,26 +300,31 @@ def drift_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping], fea
       # so a regression stays flagged at every checkpoint after it until the probe is retrained.
       prev = max(seq[:i], key=lambda s: monitor.score(rows[s], rows[step]))
       check = monitor.check(rows[prev], rows[step])
-      N, n = len(cell["p"]), min(int(audit_size), len(cell["p"]))
-      rng = np.random.default_rng([int(seed), zlib.crc32(key.encode()), int(audit_size)])
-      tests = []
-      for _ in range(int(draws)):
-        idx = audit_lib.draw_audit(N, n, seed=rng).indices
-        tests.append(residual_test(cell["c"][idx] / cell["k"][idx], cell["p"][idx], N, stale_tolerance))
-      m, pv = tests[0]
+      N, y = len(cell["p"]), cell["c"] / cell["k"]
+      carried = offsets.get((task, step)) or [None] * int(draws)
+      tests, plain = [], []
+      for idx, offset in zip(carry_lib.audit_draws(task, step, N, audit_size, draws, seed), carried):
+        p = audited_lib.recalibrate(cell["p"], offset)
+        tests.append(residual_test(y[idx], p[idx], N, stale_tolerance))
+        plain.append(residual_test(y[idx], cell["p"][idx], N, stale_tolerance))
+      (m, pv), plain_pv = tests[0], plain[0][1]
       res_alarm = bool(pv < residual_alpha)
       out[key] = {"score": check["score"], "threshold": check["threshold"], "previous_step": prev,
-                  "score_alarm": check["alarm"], "residual_mean": m, "residual_p_value": pv,
-                  "residual_alarm": res_alarm,
+                  "score_alarm": check["alarm"], "carried_offset": carried[0], "residual_mean": m,
+                  "residual_p_value": pv, "residual_alarm": res_alarm,
                   "residual_alarm_rate": float(np.mean([t[1] < residual_alpha for t in tests])),
-                  "true_bias": float(np.mean(cell["c"] / cell["k"] - cell["p"])),
-                  "alarm": bool(check["alarm"] or res_alarm)}
+                  "true_bias": float(np.mean(y - audited_lib.recalibrate(cell["p"], carried[0]))),
+                  "alarm": bool(check["alarm"] or res_alarm),
+                  "residual_p_value_as_trained": plain_pv,
+                  "residual_alarm_rate_as_trained": float(np.mean([t[1] < residual_alpha for t in plain])),
+                  "true_bias_as_trained": float(np.mean(y - cell["p"])),
+                  "alarm_as_trained": bool(check["alarm"] or plain_pv < residual_alpha)}
     task_cells = [v for k, v in out.items() if k.rsplit("@", 1)[0] == task]
     by_task[task] = {"threshold": monitor.threshold, "training_scores": list(monitor.train_scores),
                      **{f"{a}_rate": float(np.mean([v[a] for v in task_cells])) if task_cells else None
-                        for a in ("alarm", "score_alarm", "residual_alarm")}}
+                        for a in ("alarm", "score_alarm", "residual_alarm", "alarm_as_trained")}}
   return {"cells": out, "by_task": by_task,
           "settings": {"family": family, "layers": list(layers), "pooling": pooling, "center": center,
                        "nll": nll, "audit_size": int(audit_size), "draws": int(draws), "alpha": alpha,
                        "residual_alpha": residual_alpha, "stale_tolerance": stale_tolerance,
-                       "train_steps": train, "later_steps": later}}
+                       "carry": bool(carry), "train_steps": train, "later_steps": later}}

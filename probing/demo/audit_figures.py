@@ -65,17 +65,22 @@ def plot_audited_accuracy(audit: Mapping, path: str | os.PathLike, *,
 
 def plot_pass_at_k(pass_at_k: Mapping, path: str | os.PathLike, *,
                    title: str = "Predicted vs measured pass@k (held-out questions, later checkpoints)") -> Path:
-  """Predicted against measured pass@k, one point per (task, later checkpoint) and k: left raw
-  1 - (1 - p)^k, right with the Beta spread calibration; the diagonal is perfect."""
+  """Predicted against measured pass@k, one point per (task, later checkpoint) and k: the probe
+  as trained (1 - (1 - p)^k), with the Beta spread, and the one-pass prediction through the
+  previous audit's offset (its first draw; the error is the mean over draws); the diagonal is
+  perfect."""
   ks = sorted(pass_at_k, key=int)
   if not ks:
     raise ValueError("pass_at_k: no k to plot")
-  fig, axes = new_figure(9.0, 4.4, nrows=1, ncols=2, squeeze=False)
-  for ax, field, name in ((axes[0, 0], "predicted", "1 - (1 - p)^k"), (axes[0, 1], "calibrated", "Beta spread")):
+  fig, axes = new_figure(13.0, 4.4, nrows=1, ncols=3, squeeze=False)
+  panels = (("predicted", "probe_alone", "probe as trained: 1 - (1 - p)^k"),
+            ("calibrated", "calibrated", "probe as trained, Beta spread"),
+            ("carried", None, "one pass: previous audit's offset, Beta spread"))
+  for ax, (field, block_name, name) in zip(axes[0], panels):
     for i, k in enumerate(ks):
-      cells = pass_at_k[k]["per_cell"].values()
-      block = pass_at_k[k] if field == "predicted" else pass_at_k[k]["calibrated"]
-      err = block["abs_error_mean"]
+      cells = [c for c in pass_at_k[k]["per_cell"].values() if field in c]
+      block = pass_at_k[k] if block_name is None else pass_at_k[k].get(block_name) or {}
+      err = block.get("abs_error_mean")
       ax.scatter([c["measured"] for c in cells], [c[field] for c in cells], s=12, color=f"C{i}",
                  label=f"k={k}" + (f" (|err| {err:.3f})" if err is not None else ""))
     ax.plot([0, 1], [0, 1], ":", color="black", linewidth=1)
@@ -83,7 +88,7 @@ def plot_pass_at_k(pass_at_k: Mapping, path: str | os.PathLike, *,
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("measured pass@k (unbiased, from c of k samples)")
     ax.set_ylabel("predicted pass@k")
-    ax.set_title(name)
+    ax.set_title(name, fontsize="small")
     ax.legend(fontsize="x-small")
   fig.suptitle(title)
   return save_png(fig, path)

@@ -6,8 +6,14 @@ overstates pass@k (Jensen): the true pass@1 of a question is spread around p (mo
 where p says 0.3). The calibrated variant puts a Beta(p phi, (1 - p) phi) spread around each p,
 phi fitted by beta-binomial likelihood on the probe-training checkpoints' validation questions.
 
-From one pass alone the error is the probe's task-level bias at a later checkpoint, which no
-spread model removes. The audited variant uses the audit every later checkpoint gets anyway
+From the probe alone the error is its task-level bias at a later checkpoint, which no spread
+model removes. Every later checkpoint is audited, though, and a task's bias moves slowly between
+checkpoints: the one-pass prediction reads p, with the Beta spread, through the offset at which
+the task's previous later audit (k samples per question) measured the same pass@k
+(`probing.demo.carry`); one offset per k, so the spread model's own error at large k is fitted
+away with the bias. It needs no generation at the checkpoint it predicts; the first later
+checkpoint, with no audit before it, reads the probe as trained. The
+audited variant uses the audit every later checkpoint gets anyway
 (`probing.demo.audit`): a random n questions per task with k samples each give an unbiased
 measured pass@k per audited question, and PPI++ with the predicted pass@k as control variate
 estimates the task's pass@k (finite population, all the cell's questions), as for pass@1.
@@ -21,6 +27,7 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import betaln, expit, logit
 
+from probing.demo import carry as carry_lib
 from probing.demo.records import cell_key, join_cells, num
 from probing.eval import audit as audit_lib
 from probing.eval import audited as audited_lib
@@ -60,6 +67,25 @@ def _mean_matched(p: np.ndarray, target: float) -> np.ndarray | None:
   return expit(lp + brentq(lambda s: expit(lp + s).mean() - target, -40.0, 40.0))
 
 
+def _pass_at_k_offsets(k: int, phi: float | None):
+  """fit(cell, draws) for `carry_lib.carried_offsets`: per audit draw, the logit offset at which
+  the mean predicted pass@k (Beta spread phi) of the audited questions equals their mean unbiased
+  measured pass@k (questions with fewer than k samples left out; a mean of 0 or 1 moved half a
+  sample inside; no such question: offset 0)."""
+  def fit(cell, draws) -> list[float]:
+    idx = np.stack(draws)
+    c, kk = cell["c"][idx].astype(int), cell["k"][idx].astype(int)
+    use = kk >= k
+    measured = np.where(use, pak.unbiased_pass_at_k(np.minimum(c, np.maximum(kk, k)), np.maximum(kk, k), k), 0.0)
+    n = use.sum(1)
+    half = 0.5 / np.maximum((kk * use).sum(1), 1)
+    target = np.clip(measured.sum(1) / np.maximum(n, 1), half, 1.0 - half)
+    out = carry_lib.match_offsets(cell["p"][idx], use.astype(np.float64), target,
+                                  lambda q: spread_pass_at_k(q, k, phi))
+    return list(np.where(n > 0, out, 0.0))
+  return fit
+
+
 def _by_task(errors: dict[str, list]) -> tuple[float | None, dict[str, float]]:
   per_task = {t: float(np.mean(v)) for t, v in sorted(errors.items()) if v}
   return (num(np.mean(list(per_task.values()))) if per_task else None), per_task
@@ -94,14 +120,18 @@ def _audited(cells: dict, k: int, phi: float | None, *, n: int, draws: int, seed
 def pass_at_k_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping], *, family: str,
                       ks: Sequence[int] = (1, 2, 4, 8), audit_size: int = 32, draws: int = 200,
                       seed: int = 0) -> dict:
-  """summary.json `pass_at_k`: `{str(k): {abs_error_mean, per_task, calibrated, mean_matched, per_cell}}`.
+  """summary.json `pass_at_k`: `{str(k): {abs_error_mean, per_task, probe_alone, calibrated,
+  mean_matched, audited, per_cell}}`.
 
   Held-out (split 'test') questions at later checkpoints (checkpoint_role 'later'): predicted
-  pass@k 1 - (1 - p)^k per question, averaged per (task, checkpoint) cell, against the mean
-  unbiased measured pass@k from (c, k samples) of the same questions. abs_error_mean: the mean
-  over tasks of each task's mean |error| over its cells (questions with fewer than k samples are
-  left out). `calibrated`: the same with the Beta spread (`spread_pass_at_k`), phi fitted on the
-  validation questions of the probe-training checkpoints only. `mean_matched` is a diagnostic,
+  pass@k per question, averaged per (task, checkpoint) cell, against the mean unbiased measured
+  pass@k from (c, k samples) of the same questions; an error figure is the mean over tasks of
+  each task's mean |error| over its cells (questions with fewer than k samples are left out).
+  `abs_error_mean`/`per_task`: the one-pass prediction, the Beta spread (`spread_pass_at_k`, phi
+  fitted on the validation questions of the probe-training checkpoints only) of p through the
+  offset at which the task's previous later audit measured this pass@k (`probing.demo.carry`;
+  the mean |error| over its `draws` audits). `probe_alone`: 1 - (1 - p)^k from the probe as trained;
+  `calibrated`: the probe as trained with the Beta spread. `mean_matched` is a diagnostic,
   not a predictor: each cell's p shifted (logit scale) to the cell's measured mean pass@1, so
   what remains is the spread (Jensen) error alone, raw and calibrated. `audited`: the PPI++
   estimate from a random audit of `audit_size` questions (`_audited`), `draws` audits per cell;
@@ -117,7 +147,10 @@ def pass_at_k_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping],
   later = join_cells(predictions, labels, family, role="later")
   out = {}
   for k in (int(x) for x in ks):
-    errs: dict[str, dict[str, list]] = {m: {} for m in ("raw", "calibrated", "matched_raw", "matched_calibrated")}
+    offsets = carry_lib.carried_offsets(later, sorted({s for _, s in later}), audit_size=audit_size, draws=draws,
+                                        seed=seed, fit=_pass_at_k_offsets(k, phi))
+    errs: dict[str, dict[str, list]] = {m: {} for m in ("carried", "raw", "calibrated", "matched_raw",
+                                                        "matched_calibrated")}
     per_cell = {}
     for (task, step), cell in test.items():
       ok = cell["k"] >= k
@@ -128,6 +161,10 @@ def pass_at_k_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping],
       row = {"questions": int(ok.sum()), "measured": measured,
              "predicted": float(np.mean(spread_pass_at_k(p, k, None))),
              "calibrated": float(np.mean(spread_pass_at_k(p, k, phi)))}
+      carried = np.asarray(offsets.get((task, step)) or [0.0])[:, None]  # [draws, 1]
+      guesses = spread_pass_at_k(expit(logit(np.clip(p, _EPS, 1 - _EPS))[None, :] + carried), k, phi).mean(1)
+      row["carried"] = float(guesses[0])
+      errs["carried"].setdefault(task, []).append(float(np.mean(np.abs(guesses - measured))))
       q = _mean_matched(p, float(np.mean(c / kk)))
       if q is not None:
         row["matched_raw"] = float(np.mean(spread_pass_at_k(q, k, None)))
@@ -138,7 +175,12 @@ def pass_at_k_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping],
         if key in row:
           errs[m].setdefault(task, []).append(abs(row[key] - measured))
     (raw, raw_t), (cal, cal_t) = _by_task(errs["raw"]), _by_task(errs["calibrated"])
-    out[str(k)] = {"abs_error_mean": raw, "per_task": raw_t,
+    carried, carried_t = _by_task(errs["carried"])
+    out[str(k)] = {"abs_error_mean": carried, "per_task": carried_t,
+                   "predictor": "Beta spread of p through the offset at which the task's previous later "
+                                "audit measured this pass@k (the probe as trained at a task's first later "
+                                "checkpoint)",
+                   "probe_alone": {"abs_error_mean": raw, "per_task": raw_t},
                    "calibrated": {"abs_error_mean": cal, "per_task": cal_t, "concentration": phi,
                                   "fitted_on": "validation questions of the probe-training checkpoints"
                                   if phi is not None else "nothing (no validation rows): same as raw"},

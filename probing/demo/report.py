@@ -273,13 +273,19 @@ def _audit_text(summary: dict) -> str:
                  f"{plan.get('questions_needed_per_task_audit_only')} questions per task")
   for k, v in (summary.get("pass_at_k") or {}).items():
     au = v.get("audited") or {}
-    lines.append(f"- pass@{k}: mean |predicted - measured| {_fmt(v.get('abs_error_mean'))} from one pass; "
+    alone = (v.get("probe_alone") or {}).get("abs_error_mean")
+    lines.append(f"- pass@{k}: mean |predicted - measured| {_fmt(v.get('abs_error_mean'))} from one pass (the probe "
+                 f"through the previous audit's offset; {_fmt(alone)} from the probe as trained); "
                  f"{_fmt(au.get('abs_error_mean'))} audited (PPI++, n = {au.get('audit_questions_per_task')}, "
                  f"coverage {_fmt(au.get('coverage'))})")
   cells = (summary.get("drift") or {}).get("cells") or {}
   fired = sorted(key for key, v in cells.items() if v.get("alarm"))
   lines.append(f"- drift alarm ('probe stale: relabel') on {len(fired)} of {len(cells)} later cells: "
                + (", ".join(fired) if fired else "none"))
+  plain = sorted(key for key, v in cells.items() if v.get("alarm_as_trained"))
+  if any("alarm_as_trained" in v for v in cells.values()):
+    lines.append(f"- the same alarm on the probe as trained (no offset carried from the previous audit): "
+                 f"{len(plain)} of {len(cells)} cells")
   return "\n".join(lines)
 
 

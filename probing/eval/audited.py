@@ -7,6 +7,13 @@ demo measures; no standard error below `floor_se`, the binomial one of the audit
 the audit mean beside it, the effective-sample gain, and the stale alarm (the
 residual test of `probing.eval.drift` with a tolerance). `audit_questions` draws the audit a
 label job labels; `audit_tasks` joins prediction and label records per task.
+
+Every later checkpoint is audited, so the next one need not start from the probe as trained:
+`recalibration` is the logit offset that makes the probe's mean p on this checkpoint's audit the
+audit's measured mean, and `recalibrate` carries it to the next checkpoint's p. A probe trained
+before a skill was learned is off by the same amount at every later checkpoint (0.25-0.35 on the
+testbed); one offset per task removes that, and what remains is how far the task moved since the
+last audit. The stale alarm and the one-pass pass@k read the carried p.
 """
 from __future__ import annotations
 
@@ -16,12 +23,14 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy import stats as sps
+from scipy.optimize import brentq
+from scipy.special import expit, logit
 
 from probing.eval.audit import _audit_pair, _unit, audit_only, draw_audit, ppi_plus_plus
 from probing.eval.drift import residual_test
 
 __all__ = ["INTERVAL", "floor_se", "jackknife_se", "t_quantile", "audited_accuracy", "audit_questions",
-           "audit_tasks"]
+           "audit_tasks", "recalibration", "recalibrate", "offsets_before"]
 
 INTERVAL = ("t on n-1 df; PPI++ se: delete-one jackknife (lam re-tuned), fpc; every se at least the "
             "Agresti-Coull binomial se of the audit's pooled samples")
@@ -68,7 +77,7 @@ def t_quantile(alpha: float, df: int) -> float:
 
 
 def audited_accuracy(p_all: Any, y_audit: Any, p_audit: Any, *, k_audit: Any = None, alpha: float = 0.05,
-                     stale_tolerance: float = 0.1) -> dict:
+                     stale_tolerance: float = 0.1, offset: float | None = None) -> dict:
   """One task at one checkpoint: the probe's p for all N questions, a random audit's measured
   pass@1 y (c / k, with `k_audit` the samples behind each) and the probe's p on the same audited
   questions -> what `launch.predict`, the monitor and the watcher report. The estimator and
@@ -76,7 +85,11 @@ def audited_accuracy(p_all: Any, y_audit: Any, p_audit: Any, *, k_audit: Any = N
   PPI++ with a jackknife standard error and a t interval on n - 1 df; the audit mean with its t
   interval beside it; both standard errors at least `floor_se`; the residual test
   (`probing.eval.drift.residual_test`, H0: |mean(Y - p)| <= stale_tolerance) whose p-value below
-  alpha raises the alarm "probe stale: relabel".
+  alpha raises the alarm "probe stale: relabel". `offset`, the `recalibration` of the previous
+  audit, moves p for the residual test and `probe_recalibrated` (the alarm then asks whether the
+  task moved away since that audit); PPI++ reads p as trained, the predictor whose coverage the
+  demo measures (any predictor fixed before this audit keeps it unbiased). `recalibration` is
+  this audit's offset, for the next checkpoint to carry.
   """
   p_all = _unit("p_all", p_all)
   y, p = _audit_pair(y_audit, p_audit)
@@ -89,7 +102,8 @@ def audited_accuracy(p_all: Any, y_audit: Any, p_audit: Any, *, k_audit: Any = N
   se_ao = max(ao.std_err, floor)
   se_pp = max(jackknife_se(p_all, y, p) if 2 < n < N else pp.std_err, floor)
   t = t_quantile(alpha, n - 1)
-  residual, p_value = residual_test(y, p, N, stale_tolerance) if n < N else (float((y - p).mean()), 1.0)
+  moved = recalibrate(p, offset)
+  residual, p_value = residual_test(y, moved, N, stale_tolerance) if n < N else (float((y - moved).mean()), 1.0)
   gain = (se_ao ** 2 / se_pp ** 2) if se_pp > 0 else (float("inf") if se_ao > 0 else 1.0)
   ci = lambda v, se: [float(v - t * se), float(v + t * se)]  # noqa: E731
   return {"n": n, "N": N, "probe_only": float(p_all.mean()),
@@ -97,7 +111,53 @@ def audited_accuracy(p_all: Any, y_audit: Any, p_audit: Any, *, k_audit: Any = N
           "ppi": {"estimate": pp.value, "ci": ci(pp.value, se_pp), "lam": float(pp.lam)},
           "ess_gain": float(gain), "residual": residual, "residual_p_value": p_value,
           "stale_tolerance": float(stale_tolerance), "alarm": bool(p_value < alpha), "alpha": float(alpha),
-          "interval": INTERVAL}
+          "carried_offset": None if offset is None else float(offset),
+          "probe_recalibrated": float(recalibrate(p_all, offset).mean()),
+          "recalibration": recalibration(y, p, k_audit), "interval": INTERVAL}
+
+
+_EDGE = 1e-6
+
+
+def recalibration(y_audit: Any, p_audit: Any, k_audit: Any = None) -> float:
+  """The offset s (logit scale) with mean(expit(logit(p) + s)) = the audit's measured mean pass@1.
+
+  A logit shift keeps every p in (0, 1) and the probe's ranking. An audit with no success (or
+  no failure) has no finite offset; its mean is taken as half a sample off the edge (`k_audit`
+  samples per question, 1 when None)."""
+  y, p = _audit_pair(y_audit, p_audit)
+  k = np.ones_like(y) if k_audit is None else np.broadcast_to(np.asarray(k_audit, np.float64), y.shape)
+  half = 0.5 / float(k.sum())
+  target = float(np.clip(np.sum(y * k) / k.sum(), half, 1.0 - half))
+  lp = logit(np.clip(p, _EDGE, 1.0 - _EDGE))
+  # Newton from 0 (the mean of expit is increasing in s, and a step is capped at 4 logits);
+  # brentq where it has not settled in 30 steps.
+  s = 0.0
+  for _ in range(30):
+    q = expit(lp + s)
+    gap = float(q.mean()) - target
+    if abs(gap) < 1e-12:
+      return s
+    s -= float(np.clip(gap / max(float((q * (1.0 - q)).mean()), 1e-12), -4.0, 4.0))
+  return float(brentq(lambda x: expit(lp + x).mean() - target, -40.0, 40.0, xtol=1e-12))
+
+
+def recalibrate(p: Any, offset: float | None) -> np.ndarray:
+  """p moved by a `recalibration` offset on the logit scale (None or 0: p unchanged)."""
+  p = _unit("p", p)
+  if not offset:
+    return p
+  return expit(logit(np.clip(p, _EDGE, 1.0 - _EDGE)) + float(offset))
+
+
+def offsets_before(records: Iterable[Mapping], step: int) -> dict[tuple[str, str], float]:
+  """(probe, task) -> the `recalibration` of the last audited record (`checkpoint_step`, `probe`,
+  `task`, `recalibration`: a watcher timeline) before `step`: what the checkpoint at `step` carries."""
+  out: dict[tuple[str, str], float] = {}
+  for r in sorted((r for r in records if int(r["checkpoint_step"]) < step and r.get("recalibration") is not None),
+                  key=lambda r: int(r["checkpoint_step"])):
+    out[(str(r["probe"]), str(r["task"]))] = float(r["recalibration"])
+  return out
 
 
 def audit_questions(question_ids: Sequence[str], n: int, *, seed: int, task: str) -> list[str]:
@@ -113,11 +173,12 @@ def audit_questions(question_ids: Sequence[str], n: int, *, seed: int, task: str
 
 
 def audit_tasks(predictions: Iterable[Mapping], audit_labels: Iterable[Mapping], *, alpha: float = 0.05,
-                stale_tolerance: float = 0.1) -> dict[str, dict]:
+                stale_tolerance: float = 0.1, offsets: Mapping[str, float] | None = None) -> dict[str, dict]:
   """task -> `audited_accuracy` at one checkpoint, joining prediction records (`task`,
   `question_id`, `p`) with label records of the audited questions (`task`, `question_id`, `c`,
-  `k`). Tasks without audit labels are left out; an audited question the probe did not score, or
-  one labelled twice, is an error naming it."""
+  `k`); `offsets` (task -> the previous audit's `recalibration`) are carried into the stale test.
+  Tasks without audit labels are left out; an audited question the probe did not score, or one
+  labelled twice, is an error naming it."""
   p_by_task: dict[str, dict[str, float]] = {}
   for r in predictions:
     p_by_task.setdefault(str(r["task"]), {})[str(r["question_id"])] = float(r["p"])
@@ -137,5 +198,6 @@ def audit_tasks(predictions: Iterable[Mapping], audit_labels: Iterable[Mapping],
     ps = p_by_task[task]
     qids = sorted(ys)
     out[task] = audited_accuracy(list(ps.values()), [ys[q][0] for q in qids], [ps[q] for q in qids],
-                                 k_audit=[ys[q][1] for q in qids], alpha=alpha, stale_tolerance=stale_tolerance)
+                                 k_audit=[ys[q][1] for q in qids], alpha=alpha, stale_tolerance=stale_tolerance,
+                                 offset=(offsets or {}).get(task))
   return out
