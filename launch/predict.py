@@ -4,7 +4,9 @@
       --config.probe=runs/probes/linear/probe \
       --config.data.checkpoint=runs/testbed/checkpoints/step_1200 \
       --config.data.tasks=syn_add,syn_sort --config.out=runs/predict/linear
-With --config.data.labels the measured accuracy and the probe's AUROC are reported beside it.
+With --config.data.labels the measured accuracy and the probe's AUROC are reported beside it;
+with --config.data.audit_labels the audited (PPI++) accuracy and the stale alarm, and with
+--config.data.previous_audit=<an earlier audited run> the accuracy through that audit's offset.
 Writes <out>/predictions.jsonl and <out>/summary.json with the wall time of each stage (load
 probe, load checkpoint, extract, predict; extraction includes jit compilation on this first run,
 and `--config.timing_repeats=2` adds warm timings).
