@@ -74,8 +74,8 @@ class ProbeMonitor:
     self.history: list[dict] = []
     self.call_seconds: list[float] = []
     self._warned: set[str] = set()  # probes already warned about a step outside their validity window
-    # (probe, task) -> the offset the last audit fitted, carried into every later call.
-    self.offsets: dict[tuple[str, str], float] = {}
+    # probe -> task -> the offset the last audit fitted, carried into every later call.
+    self.offsets: dict[str, dict[str, float]] = {}
 
   def predict(self, step: int, model, audit_labels: Sequence[Mapping] | None = None) -> list[dict]:
     """Extracts features from `model` as it is now and applies every probe; returns records.
@@ -108,25 +108,24 @@ class ProbeMonitor:
                                    checkpoint=f"live-{step}", checkpoint_step=int(step),
                                    prompt_format_hashes=self.formats)
       data, p = pred.data, pred.p
-      audited = {}
+      audited, offsets = {}, self.offsets.setdefault(name, {})
       if audit_labels:
-        audited = audited_lib.audit_tasks(pred.records(), audit_labels,
-                                          offsets={t: s for (n, t), s in self.offsets.items() if n == name})
+        audited = audited_lib.audit_tasks(pred.records(), audit_labels, offsets=offsets)
       for task in self.questions:
         rows = data.task == task
         low, high = _bootstrap_interval(np.asarray(p)[rows])
         records.append({"step": int(step), "probe": name, "task": task, "predicted": float(np.mean(p[rows])),
                         "predicted_low": low, "predicted_high": high,
                         "n_questions": int(rows.sum()), "in_validity_window": outside is None})
-        if (name, task) in self.offsets:
-          records[-1]["predicted_recalibrated"] = float(
-              audited_lib.recalibrate(np.asarray(p)[rows], self.offsets[(name, task)]).mean())
+        if task in offsets:
+          moved = audited_lib.recalibrate(np.asarray(p)[rows], offsets[task])
+          records[-1]["predicted_recalibrated"] = float(moved.mean())
         if task in audited:
           a = audited[task]
           records[-1].update(audited=a["ppi"]["estimate"], audited_low=a["ppi"]["ci"][0],
                              audited_high=a["ppi"]["ci"][1], audit_size=a["n"], stale=a["alarm"],
                              residual_p_value=a["residual_p_value"])
-          self.offsets[(name, task)] = a["recalibration"]
+          offsets[task] = a["recalibration"]
           if a["alarm"]:
             self.log(f"probe stale: relabel ({name} on {task} at step {step}: the audit puts its accuracy off "
                      f"by more than {a['stale_tolerance']}, p = {a['residual_p_value']:.3g})")

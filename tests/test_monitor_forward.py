@@ -84,7 +84,7 @@ def test_monitor_reports_the_audited_estimate_given_audit_labels(testbed_run, te
   assert "predicted_recalibrated" not in a  # no audit before this one
   # The audit's offset is carried into the next call: the audited task's accuracy through it, and
   # the next audit's stale test reads p through it.
-  offset = monitor.offsets[("linear", TASKS[0])]
+  offset = monitor.offsets["linear"][TASKS[0]]
   p = np.asarray([r["p"] for r in load_probe(testbed_probe["probe"]).predict_model(
       model, tok, {TASKS[0]: questions[TASKS[0]]}, checkpoint="x", checkpoint_step=step).records()])
   y = {r["question_id"]: r["c"] / r["k"] for r in audit_labels}

@@ -16,6 +16,7 @@ from scipy.special import expit, logit
 
 from probing.demo.records import cell_key
 from probing.eval import audit as audit_lib
+from probing.eval import audited as audited_lib
 
 __all__ = ["audit_draws", "carried_offsets", "match_offsets", "pass1_offsets"]
 
@@ -45,13 +46,8 @@ def match_offsets(p: np.ndarray, weight: np.ndarray, target: np.ndarray,
 
 
 def pass1_offsets(cell: Mapping, draws: Sequence[np.ndarray]) -> list[float]:
-  """`probing.eval.audited.recalibration` of each audit draw (c/k labels of the audited
-  questions), solved for all draws at once."""
-  idx = np.stack(draws)
-  c, k = cell["c"][idx], cell["k"][idx]
-  half = 0.5 / k.sum(1)
-  target = np.clip(c.sum(1) / k.sum(1), half, 1.0 - half)
-  return list(match_offsets(cell["p"][idx], (k > 0).astype(np.float64), target))
+  """`probing.eval.audited.recalibration` of each audit draw (c/k labels of the audited questions)."""
+  return [audited_lib.recalibration(cell["c"][i] / cell["k"][i], cell["p"][i], cell["k"][i]) for i in draws]
 
 
 def carried_offsets(cells: Mapping[tuple[str, int], Mapping], later_steps: Sequence[int], *, audit_size: int,

@@ -24,7 +24,6 @@ import zlib
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
-from scipy.optimize import brentq
 from scipy.special import betaln, expit, logit
 
 from probing.demo import carry as carry_lib
@@ -63,8 +62,7 @@ def _mean_matched(p: np.ndarray, target: float) -> np.ndarray | None:
   """p shifted on the logit scale so its mean is `target` (None at 0 or 1: no shift reaches it)."""
   if not 0.0 < target < 1.0:
     return None
-  lp = logit(np.clip(p, _EPS, 1 - _EPS))
-  return expit(lp + brentq(lambda s: expit(lp + s).mean() - target, -40.0, 40.0))
+  return audited_lib.recalibrate(p, audited_lib.offset_for_mean(p, target))
 
 
 def _pass_at_k_offsets(k: int, phi: float | None):
@@ -76,7 +74,7 @@ def _pass_at_k_offsets(k: int, phi: float | None):
     idx = np.stack(draws)
     c, kk = cell["c"][idx].astype(int), cell["k"][idx].astype(int)
     use = kk >= k
-    measured = np.where(use, pak.unbiased_pass_at_k(np.minimum(c, np.maximum(kk, k)), np.maximum(kk, k), k), 0.0)
+    measured = np.where(use, pak.unbiased_pass_at_k(c, np.maximum(kk, k), k), 0.0)  # c <= kk: valid everywhere
     n = use.sum(1)
     half = 0.5 / np.maximum((kk * use).sum(1), 1)
     target = np.clip(measured.sum(1) / np.maximum(n, 1), half, 1.0 - half)

@@ -30,7 +30,7 @@ from probing.eval.audit import _audit_pair, _unit, audit_only, draw_audit, ppi_p
 from probing.eval.drift import residual_test
 
 __all__ = ["INTERVAL", "floor_se", "jackknife_se", "t_quantile", "audited_accuracy", "audit_questions",
-           "audit_tasks", "recalibration", "recalibrate", "offsets_before"]
+           "audit_tasks", "recalibration", "recalibrate", "offset_for_mean", "offsets_before"]
 
 INTERVAL = ("t on n-1 df; PPI++ se: delete-one jackknife (lam re-tuned), fpc; every se at least the "
             "Agresti-Coull binomial se of the audit's pooled samples")
@@ -128,8 +128,12 @@ def recalibration(y_audit: Any, p_audit: Any, k_audit: Any = None) -> float:
   y, p = _audit_pair(y_audit, p_audit)
   k = np.ones_like(y) if k_audit is None else np.broadcast_to(np.asarray(k_audit, np.float64), y.shape)
   half = 0.5 / float(k.sum())
-  target = float(np.clip(np.sum(y * k) / k.sum(), half, 1.0 - half))
-  lp = logit(np.clip(p, _EDGE, 1.0 - _EDGE))
+  return offset_for_mean(p, float(np.clip(np.sum(y * k) / k.sum(), half, 1.0 - half)))
+
+
+def offset_for_mean(p: Any, target: float) -> float:
+  """The offset s (logit scale) with mean(expit(logit(p) + s)) = target, for a target in (0, 1)."""
+  lp = logit(np.clip(np.asarray(p, np.float64), _EDGE, 1.0 - _EDGE))
   # Newton from 0 (the mean of expit is increasing in s, and a step is capped at 4 logits);
   # brentq where it has not settled in 30 steps.
   s = 0.0
