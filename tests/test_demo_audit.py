@@ -329,4 +329,6 @@ def test_a_constant_bias_alarms_once_with_the_carried_offset():
   for k in ("1", "8"):
     cells = {key: v for key, v in pk[k]["per_cell"].items() if not key.endswith("@40")}
     assert pk[k]["probe_alone"]["abs_error_mean"] > 0.1
+    d = pk[k]["minus_probe_alone"]  # the carried offset beats the probe as trained, paired interval below 0
+    assert d["ci"][0] <= d["diff"] <= d["ci"][1] and d["ci"][1] < 0
     assert np.mean([abs(v["carried"] - v["measured"]) for v in cells.values()]) < 0.05, k

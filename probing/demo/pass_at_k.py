@@ -30,6 +30,7 @@ from probing.demo import carry as carry_lib
 from probing.demo.records import cell_key, join_cells, num
 from probing.eval import audit as audit_lib
 from probing.eval import audited as audited_lib
+from probing.eval import intervals as intervals_lib
 from probing.eval import pass_at_k as pak
 
 __all__ = ["pass_at_k_summary", "fit_concentration", "spread_pass_at_k"]
@@ -84,6 +85,14 @@ def _pass_at_k_offsets(k: int, phi: float | None):
   return fit
 
 
+def _replicates(by_task: dict[str, list]) -> np.ndarray:
+  """The mean over tasks of each task's mean |error| over its cells, per bootstrap replicate."""
+  if not by_task:
+    return np.full(1, np.nan)
+  with np.errstate(invalid="ignore"):
+    return np.nanmean(np.stack([np.nanmean(np.stack(v), 0) for _, v in sorted(by_task.items())]), 0)
+
+
 def _by_task(errors: dict[str, list]) -> tuple[float | None, dict[str, float]]:
   per_task = {t: float(np.mean(v)) for t, v in sorted(errors.items()) if v}
   return (num(np.mean(list(per_task.values()))) if per_task else None), per_task
@@ -117,7 +126,7 @@ def _audited(cells: dict, k: int, phi: float | None, *, n: int, draws: int, seed
 
 def pass_at_k_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping], *, family: str,
                       ks: Sequence[int] = (1, 2, 4, 8), audit_size: int = 32, draws: int = 200,
-                      seed: int = 0) -> dict:
+                      seed: int = 0, n_boot: int = 1000) -> dict:
   """summary.json `pass_at_k`: `{str(k): {abs_error_mean, per_task, probe_alone, calibrated,
   mean_matched, audited, per_cell}}`.
 
@@ -128,7 +137,12 @@ def pass_at_k_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping],
   `abs_error_mean`/`per_task`: the one-pass prediction, the Beta spread (`spread_pass_at_k`, phi
   fitted on the validation questions of the probe-training checkpoints only) of p through the
   offset at which the task's previous later audit measured this pass@k (`probing.demo.carry`;
-  the mean |error| over its `draws` audits). `probe_alone`: 1 - (1 - p)^k from the probe as trained;
+  the mean |error| over its `draws` audits); `minus_probe_alone`: its paired difference from
+  `probe_alone` with a 95% question-cluster bootstrap interval (the held-out questions of each
+  task drawn with replacement, `n_boot` times, the same draws for both). A mean |error| itself
+  gets no percentile interval: resampling adds its own noise to every |error|, so the replicates
+  sit above the point (the interval would miss it); in a difference the shift hits both sides.
+  `probe_alone`: 1 - (1 - p)^k from the probe as trained;
   `calibrated`: the probe as trained with the Beta spread. `mean_matched` is a diagnostic,
   not a predictor: each cell's p shifted (logit scale) to the cell's measured mean pass@1, so
   what remains is the spread (Jensen) error alone, raw and calibrated. `audited`: the PPI++
@@ -143,6 +157,10 @@ def pass_at_k_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping],
   except ValueError:  # no validation rows at the training checkpoints: nothing to fit on
     phi = None
   later = join_cells(predictions, labels, family, role="later")
+  questions: dict[str, set] = {}
+  for (task, _), cell in test.items():
+    questions.setdefault(task, set()).update(map(str, cell["qid"]))
+  boot = intervals_lib.question_draws(questions, int(n_boot), seed)
   out = {}
   for k in (int(x) for x in ks):
     offsets = carry_lib.carried_offsets(later, sorted({s for _, s in later}), audit_size=audit_size, draws=draws,
@@ -150,6 +168,7 @@ def pass_at_k_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping],
     errs: dict[str, dict[str, list]] = {m: {} for m in ("carried", "raw", "calibrated", "matched_raw",
                                                         "matched_calibrated")}
     per_cell = {}
+    reps: dict[str, dict[str, list]] = {"carried": {}, "raw": {}}  # task -> per cell: |error| per replicate
     for (task, step), cell in test.items():
       ok = cell["k"] >= k
       if not ok.any():
@@ -163,6 +182,14 @@ def pass_at_k_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping],
       guesses = spread_pass_at_k(expit(logit(np.clip(p, _EPS, 1 - _EPS))[None, :] + carried), k, phi).mean(1)
       row["carried"] = float(guesses[0])
       errs["carried"].setdefault(task, []).append(float(np.mean(np.abs(guesses - measured))))
+      w = np.stack([boot[task][str(q)] for q in cell["qid"][ok]], 1)  # [n_boot, questions]
+      with np.errstate(invalid="ignore", divide="ignore"):
+        mean_of = lambda x: (x @ w.T) / w.sum(1)  # noqa: E731  weighted mean over a replicate's questions
+        measured_b = mean_of(pak.unbiased_pass_at_k(c.astype(int), kk.astype(int), k))
+        reps["raw"].setdefault(task, []).append(np.abs(mean_of(spread_pass_at_k(p, k, None)) - measured_b))
+        reps["carried"].setdefault(task, []).append(
+            np.abs(mean_of(spread_pass_at_k(expit(logit(np.clip(p, _EPS, 1 - _EPS))[None, :] + carried), k, phi))
+                   - measured_b).mean(0))
       q = _mean_matched(p, float(np.mean(c / kk)))
       if q is not None:
         row["matched_raw"] = float(np.mean(spread_pass_at_k(q, k, None)))
@@ -174,7 +201,11 @@ def pass_at_k_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping],
           errs[m].setdefault(task, []).append(abs(row[key] - measured))
     (raw, raw_t), (cal, cal_t) = _by_task(errs["raw"]), _by_task(errs["calibrated"])
     carried, carried_t = _by_task(errs["carried"])
+    rep_carried, rep_raw = _replicates(reps["carried"]), _replicates(reps["raw"])
     out[str(k)] = {"abs_error_mean": carried, "per_task": carried_t,
+                   "minus_probe_alone": {"diff": None if carried is None or raw is None else carried - raw,
+                                         "ci": list(intervals_lib.interval(rep_carried - rep_raw)),
+                                         "interval": f"95% question-cluster bootstrap, {int(n_boot)} draws"},
                    "predictor": "Beta spread of p through the offset at which the task's previous later "
                                 "audit measured this pass@k (the probe as trained at a task's first later "
                                 "checkpoint)",

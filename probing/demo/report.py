@@ -274,8 +274,11 @@ def _audit_text(summary: dict) -> str:
   for k, v in (summary.get("pass_at_k") or {}).items():
     au = v.get("audited") or {}
     alone = (v.get("probe_alone") or {}).get("abs_error_mean")
+    diff = v.get("minus_probe_alone") or {}
+    lo, hi = diff.get("ci") or (None, None)
     lines.append(f"- pass@{k}: mean |predicted - measured| {_fmt(v.get('abs_error_mean'))} from one pass (the probe "
-                 f"through the previous audit's offset; {_fmt(alone)} from the probe as trained); "
+                 f"through the previous audit's offset; {_fmt(alone)} from the probe as trained, difference "
+                 f"{_fmt(diff.get('diff'), '+.3f')} [{_fmt(lo, '+.3f')}, {_fmt(hi, '+.3f')}]); "
                  f"{_fmt(au.get('abs_error_mean'))} audited (PPI++, n = {au.get('audit_questions_per_task')}, "
                  f"coverage {_fmt(au.get('coverage'))})")
   cells = (summary.get("drift") or {}).get("cells") or {}

@@ -30,7 +30,7 @@ def _cells(records: Iterable[Record]) -> dict[tuple[str, int], dict[str, tuple[f
   return out
 
 
-def _draws(questions_by_task: Mapping[str, Sequence[str]], n_boot: int, seed: int) -> dict[str, dict]:
+def question_draws(questions_by_task: Mapping[str, Sequence[str]], n_boot: int, seed: int) -> dict[str, dict]:
   """task -> {question_id: column of draw counts}: replicate b draws each task's questions
   with replacement (multinomial counts)."""
   rng = np.random.default_rng(seed)
@@ -74,7 +74,7 @@ def bootstrap_auroc(by_predictor: Mapping[str, Iterable[Record]], *, n_boot: int
   questions: dict[str, set] = defaultdict(set)
   for (task, _), qs in ref.items():
     questions[task] |= set(qs)
-  draws = _draws(questions, n_boot, seed)
+  draws = question_draws(questions, n_boot, seed)
   out: dict[str, dict] = {}
   for n in names:
     point: dict[tuple, float] = {}
