@@ -66,22 +66,24 @@ def plot_audited_accuracy(audit: Mapping, path: str | os.PathLike, *,
 def plot_pass_at_k(pass_at_k: Mapping, path: str | os.PathLike, *,
                    title: str = "Predicted vs measured pass@k (held-out questions, later checkpoints)") -> Path:
   """Predicted against measured pass@k, one point per (task, later checkpoint) and k: the probe
-  as trained (1 - (1 - p)^k), with the Beta spread, and the one-pass prediction through the
-  previous audit's offset (its first draw; the error is the mean over draws); the diagonal is
-  perfect."""
+  as trained (1 - (1 - p)^k), with the Beta spread, through the previous audit's offset (one
+  pass), and through this checkpoint's and the previous audit's (on the test questions outside
+  this audit; the draw-based panels show draw 0, their error is the mean over draws); the
+  diagonal is perfect."""
   ks = sorted(pass_at_k, key=int)
   if not ks:
     raise ValueError("pass_at_k: no k to plot")
-  fig, axes = new_figure(13.0, 4.4, nrows=1, ncols=3, squeeze=False)
-  panels = (("predicted", "probe_alone", "probe as trained: 1 - (1 - p)^k"),
-            ("calibrated", "calibrated", "probe as trained, Beta spread"),
-            ("carried", None, "one pass: previous audit's offset, Beta spread"))
-  for ax, (field, block_name, name) in zip(axes[0], panels):
+  fig, axes = new_figure(17.0, 4.4, nrows=1, ncols=4, squeeze=False)
+  panels = (("measured", "predicted", "probe_alone", "probe as trained: 1 - (1 - p)^k"),
+            ("measured", "calibrated", "calibrated", "probe as trained, Beta spread"),
+            ("held_out_measured", "one_pass", "one_pass", "one pass: previous audit's offset"),
+            ("held_out_measured", "audit_calibrated", None, "this and the previous audit's offset"))
+  for ax, (x_field, field, block_name, name) in zip(axes[0], panels):
     for i, k in enumerate(ks):
       cells = [c for c in pass_at_k[k]["per_cell"].values() if field in c]
       block = pass_at_k[k] if block_name is None else pass_at_k[k].get(block_name) or {}
       err = block.get("abs_error_mean")
-      ax.scatter([c["measured"] for c in cells], [c[field] for c in cells], s=12, color=f"C{i}",
+      ax.scatter([c[x_field] for c in cells], [c[field] for c in cells], s=12, color=f"C{i}",
                  label=f"k={k}" + (f" (|err| {err:.3f})" if err is not None else ""))
     ax.plot([0, 1], [0, 1], ":", color="black", linewidth=1)
     ax.set_xlim(-0.02, 1.02)

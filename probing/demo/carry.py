@@ -18,7 +18,7 @@ from probing.demo.records import cell_key
 from probing.eval import audit as audit_lib
 from probing.eval import audited as audited_lib
 
-__all__ = ["audit_draws", "carried_offsets", "match_offsets", "pass1_offsets"]
+__all__ = ["audit_draws", "carried_offsets", "match_offsets", "pass1_offsets", "previous_cells"]
 
 _EDGE = 1e-6
 
@@ -50,6 +50,18 @@ def pass1_offsets(cell: Mapping, draws: Sequence[np.ndarray]) -> list[float]:
   return [audited_lib.recalibration(cell["c"][i] / cell["k"][i], cell["p"][i], cell["k"][i]) for i in draws]
 
 
+def previous_cells(cells: Mapping[tuple[str, int], object], later_steps: Sequence[int]
+                   ) -> dict[tuple[str, int], tuple[str, int] | None]:
+  """(task, step) -> the task's previous later cell (None at its first): whose audit it carries."""
+  out: dict[tuple[str, int], tuple[str, int] | None] = {}
+  for task in sorted({t for t, _ in cells}):
+    prev = None
+    for step in sorted(int(s) for s in later_steps):
+      if (task, step) in cells:
+        out[(task, step)], prev = prev, (task, step)
+  return out
+
+
 def carried_offsets(cells: Mapping[tuple[str, int], Mapping], later_steps: Sequence[int], *, audit_size: int,
                     draws: int, seed: int,
                     fit: Callable[[Mapping, Sequence[np.ndarray]], list[float]] = pass1_offsets
@@ -58,16 +70,8 @@ def carried_offsets(cells: Mapping[tuple[str, int], Mapping], later_steps: Seque
   recalibration unless told) on draw d of the task's previous later cell (its questions, their
   c of k labels, the probe's p as trained); None at a task's first later cell. `cells` hold `p`,
   `c`, `k` arrays per question."""
-  later = sorted(int(s) for s in later_steps)
-  fitted: dict[tuple[str, int], list[float]] = {}
   out: dict[tuple[str, int], list[float] | None] = {}
-  for task in sorted({t for t, _ in cells}):
-    prev = None
-    for step in later:
-      if (task, step) not in cells:
-        continue
-      out[(task, step)] = fitted.get(prev) if prev is not None else None
-      cell = cells[(task, step)]
-      fitted[(task, step)] = fit(cell, audit_draws(task, step, len(cell["p"]), audit_size, draws, seed))
-      prev = (task, step)
+  for key, prev in previous_cells(cells, later_steps).items():
+    cell = cells[prev] if prev is not None else None
+    out[key] = None if cell is None else fit(cell, audit_draws(*prev, len(cell["p"]), audit_size, draws, seed))
   return out

@@ -75,6 +75,10 @@ def audit_bars(summary: dict) -> dict:
   pk = summary.get("pass_at_k") or {}
   worst = max((v["abs_error_mean"] for v in pk.values() if v.get("abs_error_mean") is not None), default=None)
   out["pass_at_k_abs_error_worst_k"] = _bar(worst, 0.05, "<=")
+  one_pass = [(v.get("one_pass") or {}).get("abs_error_mean") for v in pk.values()]
+  one_pass = [e for e in one_pass if e is not None]
+  if one_pass:  # no generation at the predicted checkpoint: the previous audit alone
+    out["pass_at_k_one_pass_abs_error_worst_k"] = _bar(max(one_pass), 0.05, "<=")
   audited = [(v.get("audited") or {}).get("abs_error_mean") for v in pk.values()]
   audited = [e for e in audited if e is not None]
   if audited:
@@ -276,9 +280,14 @@ def _audit_text(summary: dict) -> str:
     alone = (v.get("probe_alone") or {}).get("abs_error_mean")
     diff = v.get("minus_probe_alone") or {}
     lo, hi = diff.get("ci") or (None, None)
-    lines.append(f"- pass@{k}: mean |predicted - measured| {_fmt(v.get('abs_error_mean'))} from one pass (the probe "
-                 f"through the previous audit's offset; {_fmt(alone)} from the probe as trained, difference "
+    one = v.get("one_pass") or {}
+    one_lo, one_hi = (one.get("minus_probe_alone") or {}).get("ci") or (None, None)
+    lines.append(f"- pass@{k}: mean |predicted - measured| {_fmt(v.get('abs_error_mean'))} through this and the "
+                 f"previous audit's offset ({_fmt(alone)} from the probe as trained, difference "
                  f"{_fmt(diff.get('diff'), '+.3f')} [{_fmt(lo, '+.3f')}, {_fmt(hi, '+.3f')}]); "
+                 f"{_fmt(one.get('abs_error_mean'))} from one pass through the previous audit's offset alone "
+                 f"(difference {_fmt((one.get('minus_probe_alone') or {}).get('diff'), '+.3f')} "
+                 f"[{_fmt(one_lo, '+.3f')}, {_fmt(one_hi, '+.3f')}]); "
                  f"{_fmt(au.get('abs_error_mean'))} audited (PPI++, n = {au.get('audit_questions_per_task')}, "
                  f"coverage {_fmt(au.get('coverage'))})")
   cells = (summary.get("drift") or {}).get("cells") or {}
