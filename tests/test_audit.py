@@ -267,6 +267,7 @@ def test_unbiased_pass_at_k_brute_force():
   assert np.allclose(unbiased_pass_at_k(c, 8, 1), c / 8)  # pass@1 is c/n
   assert unbiased_pass_at_k(0, 200, 50) == 0.0 and unbiased_pass_at_k(160, 200, 50) == 1.0
   assert 0.0 < unbiased_pass_at_k(1, 2000, 1) < 1e-3  # large n: no overflow
+  assert unbiased_pass_at_k(1, 2000, 1000) == pytest.approx(0.5)
 
 
 def test_pass_at_k_from_p():
@@ -410,6 +411,8 @@ def test_recalibration_matches_the_audit_mean_and_keeps_the_ranking():
   assert s < 0 and q.mean() == pytest.approx(y.mean(), abs=1e-8)
   assert np.array_equal(np.argsort(q), np.argsort(p))
   assert np.array_equal(audited.recalibrate(p, None), p) and np.array_equal(audited.recalibrate(p, 0.0), p)
+  rows = audited.recalibrate(p, np.array([0.0, s])[:, None])  # one row per offset
+  assert rows.shape == (2, 40) and np.allclose(rows[0], p) and np.array_equal(rows[1], q)
   # No success in 40 x 8 samples: the target is half a sample above 0, a finite offset.
   s0 = audited.recalibration(np.zeros(40), p, 8)
   assert np.isfinite(s0) and audited.recalibrate(p, s0).mean() == pytest.approx(0.5 / 320, rel=1e-6)

@@ -1,6 +1,8 @@
 """probing.demo.audit / pass_at_k / audit_figures and probing.eval.drift on synthetic records
 whose truth is known: audit coverage and PPI++ against the audit alone, pass@k against
-probing.eval.metrics.pass_at_k, the drift score on an injected regression and on no change."""
+1 - C(n - c, k) / C(n, k) in exact integers, the drift score on an injected regression and on no change."""
+import math
+
 import numpy as np
 import pytest
 
@@ -8,8 +10,13 @@ from probing.demo import audit, audit_figures
 from probing.demo import pass_at_k as pak_demo
 from probing.eval import audit as audit_lib
 from probing.eval import audited as audited_lib
-from probing.eval import drift, metrics
+from probing.eval import drift
 from probing.features import FeatureSet
+
+
+def _comb_pass_at_k(n, c, k):
+  """Unbiased pass@k per question, 1 - C(n - c, k) / C(n, k), in exact integers (a reference)."""
+  return np.array([1.0 - math.comb(int(a) - int(b), k) / math.comb(int(a), k) for a, b in zip(n, c)])
 
 
 def _sigmoid(x):
@@ -126,7 +133,7 @@ def test_pass_at_k_matches_metrics_and_a_calibrated_probe():
   for (task, step), cell in cells.items():
     for k in (1, 4, 8):
       row = out[str(k)]["per_cell"][f"{task}@{step}"]
-      measured = np.mean([metrics.pass_at_k(n, c, k) for n, c in zip(cell["k"], cell["c"])])
+      measured = _comb_pass_at_k(cell["k"], cell["c"], k).mean()
       assert row["measured"] == pytest.approx(measured, abs=1e-12)
       assert row["predicted"] == pytest.approx(np.mean(1 - (1 - cell["p"]) ** k), abs=1e-12)
   # p is the true pass rate: 1 - (1 - p)^k is unbiased, so only sampling noise remains; an
@@ -308,7 +315,7 @@ def test_carried_offsets_come_from_the_previous_later_audit():
   draws = np.stack(carry.audit_draws("a", 40, len(prev["p"]), 16, 3, 7))
   for idx, s in zip(draws, pak_demo.pass_at_k_offsets(8, 2.0)([(prev, draws)])):
     q = audited_lib.recalibrate(prev["p"][idx], s)
-    measured = metrics.pass_at_k(prev["k"][idx].astype(int), prev["c"][idx].astype(int), 8).mean()
+    measured = _comb_pass_at_k(prev["k"][idx], prev["c"][idx], 8).mean()
     assert pak_demo.spread_pass_at_k(q, 8, 2.0).mean() == pytest.approx(measured, abs=1e-6)
   # Pooled over two cells' audits: one offset per draw for the union of both draws' questions.
   cur = cells[("a", 50)]
@@ -317,7 +324,7 @@ def test_carried_offsets_come_from_the_previous_later_audit():
     q = np.concatenate([audited_lib.recalibrate(cur["p"][now[d]], s), audited_lib.recalibrate(prev["p"][draws[d]], s)])
     kk = np.concatenate([cur["k"][now[d]], prev["k"][draws[d]]]).astype(int)
     cc = np.concatenate([cur["c"][now[d]], prev["c"][draws[d]]]).astype(int)
-    assert (1 - (1 - q) ** 4).mean() == pytest.approx(metrics.pass_at_k(kk, cc, 4).mean(), abs=1e-6)
+    assert (1 - (1 - q) ** 4).mean() == pytest.approx(_comb_pass_at_k(kk, cc, 4).mean(), abs=1e-6)
   assert carry.previous_cells(cells, [30, 40, 50]) == {("a", 30): None, ("a", 40): ("a", 30), ("a", 50): ("a", 40)}
 
 

@@ -25,7 +25,7 @@ import zlib
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
-from scipy.special import betaln, expit, logit
+from scipy.special import betaln
 
 from probing.demo import carry as carry_lib
 from probing.demo.records import cell_key, join_cells, num
@@ -202,9 +202,9 @@ def pass_at_k_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping],
       idx = audits[(task, step)]
       offsets = {"audit_calibrated": fit_offsets([(cell, idx)] + before),
                  "one_pass": fit_offsets(before) if before else np.zeros(len(idx))}
-      lp = logit(np.clip(cell["p"], _EPS, 1 - _EPS))
-      guesses = {m: spread_pass_at_k(expit(lp[None, :] + s[:, None]), k, phi) for m, s in offsets.items()}
-      guesses["probe_alone"] = np.broadcast_to(spread_pass_at_k(cell["p"], k, None), (len(idx), len(lp)))
+      guesses = {m: spread_pass_at_k(audited_lib.recalibrate(cell["p"], s[:, None]), k, phi)
+                 for m, s in offsets.items()}
+      guesses["probe_alone"] = np.broadcast_to(spread_pass_at_k(cell["p"], k, None), (len(idx), len(cell["p"])))
       held = np.repeat(test[None, :], len(idx), 0)
       np.put_along_axis(held, idx, False, 1)
       w = np.stack([boot[task][str(q)] if t else np.zeros(int(n_boot)) for q, t in zip(cell["qid"], test)], 1)

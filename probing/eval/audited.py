@@ -146,12 +146,13 @@ def offset_for_mean(p: Any, target: float) -> float:
   return float(brentq(lambda x: expit(lp + x).mean() - target, -40.0, 40.0, xtol=1e-12))
 
 
-def recalibrate(p: Any, offset: float | None) -> np.ndarray:
-  """p moved by a `recalibration` offset on the logit scale (None or 0: p unchanged)."""
+def recalibrate(p: Any, offset: Any) -> np.ndarray:
+  """p moved by a `recalibration` offset on the logit scale (None or 0: p unchanged); an array of
+  offsets broadcasts against p (offsets[:, None]: one row of p per offset)."""
   p = _unit("p", p)
-  if not offset:
+  if offset is None or (np.ndim(offset) == 0 and not offset):
     return p
-  return expit(logit(np.clip(p, _EDGE, 1.0 - _EDGE)) + float(offset))
+  return expit(logit(np.clip(p, _EDGE, 1.0 - _EDGE)) + np.asarray(offset, np.float64))
 
 
 def offsets_before(records: Iterable[Mapping], step: int) -> dict[tuple[str, str], float]:

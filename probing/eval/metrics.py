@@ -373,38 +373,6 @@ def task_accuracy(p_by_question: Any, pass1_by_question: Any, *, n_boot: int = 1
           "n_questions": n}
 
 
-# ----------------------------------------------------------------------------- pass@k
-
-
-def _pass_at_k_one(n: int, c: int, k: int) -> float:
-  if n - c < k:
-    return 1.0
-  # C(n-c, k) / C(n, k) = prod_{i=n-c+1..n} (1 - k / i): no huge binomials, no cancellation.
-  return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1, dtype=np.float64)))
-
-
-def pass_at_k(n: Any, c: Any, k: Any) -> float | np.ndarray:
-  """Unbiased pass@k = 1 - C(n-c, k) / C(n, k) from c correct of n samples; broadcasts."""
-  arrs = {}
-  for name, v in (("n", n), ("c", c), ("k", k)):
-    a = np.asarray(v, dtype=np.float64)
-    if not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
-      raise ValueError(f"{name}: must be finite integers")
-    arrs[name] = a.astype(np.int64)
-  try:
-    nn, cc, kk = np.broadcast_arrays(arrs["n"], arrs["c"], arrs["k"])
-  except ValueError:
-    raise ValueError(f"shape mismatch: n {arrs['n'].shape}, c {arrs['c'].shape}, "
-                     f"k {arrs['k'].shape}") from None
-  if np.any(cc < 0) or np.any(cc > nn):
-    raise ValueError("c: must satisfy 0 <= c <= n")
-  if np.any(kk < 1) or np.any(kk > nn):
-    raise ValueError("k: must satisfy 1 <= k <= n")
-  out = np.array([_pass_at_k_one(int(a), int(b), int(d))
-                  for a, b, d in zip(nn.ravel(), cc.ravel(), kk.ravel())]).reshape(nn.shape)
-  return float(out) if out.ndim == 0 else out
-
-
 __all__ = ["ReliabilityCurve", "CrossCheckpointMatrix", "weighted_auroc", "primary_auroc",
            "greedy_auroc", "threshold_auroc", "auroc_summary", "cross_checkpoint_matrix",
-           "brier", "mse", "reliability_curve", "ece", "abs_error", "task_accuracy", "pass_at_k"]
+           "brier", "mse", "reliability_curve", "ece", "abs_error", "task_accuracy"]
