@@ -123,13 +123,11 @@ def _audited(cells: dict, k: int, phi: float | None, *, n: int, draws: int, seed
           "population": "each later (task, checkpoint) cell's questions with >= k samples"}
 
 
-def _held_out_errors(cell: Mapping, k: int, held: np.ndarray, w: np.ndarray, guesses: Mapping[str, np.ndarray]
+def _held_out_errors(y: np.ndarray, held: np.ndarray, w: np.ndarray, guesses: Mapping[str, np.ndarray]
                      ) -> tuple[dict[str, float], dict[str, np.ndarray], np.ndarray, np.ndarray]:
   """Per predictor (question guesses [draws, N]): mean over draws of |mean guess - mean measured
-  pass@k| over draw d's held-out questions (`held` [draws, N]), and the same per bootstrap
+  pass@k y| over draw d's held-out questions (`held` [draws, N]), and the same per bootstrap
   replicate (question weights `w` [n_boot, N]); with each draw's held-out count and measured mean."""
-  ok = cell["k"] >= k
-  y = np.where(ok, pak.unbiased_pass_at_k(cell["c"].astype(int), np.maximum(cell["k"], k).astype(int), k), 0.0)
   h = held.astype(np.float64)
   count, den_b = h.sum(1), w @ h.T  # [draws], [n_boot, draws]
   measured, measured_b = (h @ y) / count, (w @ (h * y).T)
@@ -208,12 +206,14 @@ def pass_at_k_summary(predictions: Iterable[Mapping], labels: Iterable[Mapping],
       held = np.repeat(test[None, :], len(idx), 0)
       np.put_along_axis(held, idx, False, 1)
       w = np.stack([boot[task][str(q)] if t else np.zeros(int(n_boot)) for q, t in zip(cell["qid"], test)], 1)
-      e, r, count, measured_d = _held_out_errors(cell, k, held, w, guesses)
+      y = np.where(cell["k"] >= k, pak.unbiased_pass_at_k(cell["c"].astype(int),
+                                                         np.maximum(cell["k"], k).astype(int), k), 0.0)
+      e, r, count, measured_d = _held_out_errors(y, held, w, guesses)
       for m in draw_based:
         errs[m].setdefault(task, []).append(e[m])
         reps[m].setdefault(task, []).append(r[m])
       p, c, kk = cell["p"][test], cell["c"][test], cell["k"][test]
-      measured = float(np.mean(pak.unbiased_pass_at_k(c.astype(int), kk.astype(int), k)))
+      measured = float(np.mean(y[test]))
       row = {"questions": int(test.sum()), "measured": measured,
              "predicted": float(np.mean(spread_pass_at_k(p, k, None))),
              "calibrated": float(np.mean(spread_pass_at_k(p, k, phi))),
